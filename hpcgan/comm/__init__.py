@@ -1,0 +1,51 @@
+"""Communication engines behind one interface (:class:`hpcgan.comm.base.Comm`).
+
+Only this package imports mpi4py or horovod; models, losses and data see a ``Comm`` object.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hpcgan.comm.base import Comm, SingleProcess
+from hpcgan.errors import UserError
+
+# Variables that MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI; srun --mpi=pmi*)
+# set in every rank. Without any of them we are one plain process and never initialise MPI.
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
+
+
+def under_mpi_launcher() -> bool:
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def make_comm(backend: str) -> Comm:
+    """The engine named by ``dist.backend`` (``auto``: Horovod under an MPI launcher)."""
+    if backend == "auto":
+        backend = "horovod" if under_mpi_launcher() else "none"
+    if backend == "none":
+        comm: Comm = SingleProcess()
+        if under_mpi_launcher():
+            from hpcgan.comm.mpi import MPIControl
+
+            comm = MPIControl()
+            if comm.size > 1:
+                raise UserError(f"dist.backend=none cannot train with {comm.size} ranks")
+    elif backend == "horovod":
+        from hpcgan.comm.horovod import HorovodComm
+
+        comm = HorovodComm()
+    else:
+        raise UserError(f"dist.backend={backend} is not available yet; use horovod or none")
+    _check_srun_saw_mpi(comm)
+    return comm
+
+
+def _check_srun_saw_mpi(comm: Comm) -> None:
+    """srun without a PMI plugin starts N independent one-rank jobs: refuse to train that way."""
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1)
+    if "SLURM_STEP_ID" in os.environ and tasks > 1 and comm.size == 1:
+        raise UserError(
+            f"srun started {tasks} tasks but MPI sees 1 rank; launch with "
+            "srun --mpi=pmix (or pmi2) or with mpirun inside the allocation"
+        )

@@ -1,0 +1,34 @@
+"""Built-in datasets, prepared once into ``data.root`` on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcgan.data.schema import write_dataset
+
+# name -> (file name, how data_prep synth makes it)
+BUILTIN = {
+    "digits": "digits-32.h5",
+    "grf": "grf-64.h5",
+}
+
+
+def builtin_path(root: str, name: str) -> Path:
+    return Path(root) / BUILTIN[name]
+
+
+def prepare_builtin(root: str, name: str) -> Path:
+    """Write the built-in dataset unless it is already there (call on one rank only)."""
+    from data_prep import synth
+
+    path = builtin_path(root, name)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name == "digits":
+        images, labels = synth.digits(size=32)
+        write_dataset(path, images, labels, kind="image", source="sklearn-digits 32x32")
+    else:
+        fields = synth.grf(4096, size=64, seed=0)
+        write_dataset(path, fields, None, kind="field", source="grf slope=-3 sigma=0.8 seed=0")
+    return path

@@ -1,0 +1,77 @@
+"""Each rank reads its slice of each global batch from the HDF5 file, and nothing else."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import h5py
+import numpy as np
+import torch
+
+from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.sharding import ShardPlan
+from hpcgan.data.transforms import ValueTransform
+
+
+class ShardReader:
+    """Reads rank ``rank``'s part of global batch ``b`` as contiguous runs (see sharding.py).
+
+    The file is opened on first use, in the process that reads (never before a fork), without
+    HDF5 file locking (which parallel file systems often do not support).
+    """
+
+    def __init__(
+        self, info: DatasetInfo, plan: ShardPlan, rank: int, world: int, transform: ValueTransform
+    ) -> None:
+        self.info, self.plan, self.rank, self.world = info, plan, rank, world
+        self.transform = transform
+        self._file: h5py.File | None = None
+        self.samples_read = 0
+
+    def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+        if self._file is None:
+            self._file = h5py.File(self.info.path, "r", locking=False)
+        labels = self._file["labels"] if self.info.has_labels else None
+        return self._file["images"], labels
+
+    def read(self, global_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images in [-1, 1] as float32 ``[n, C, H, W]`` and labels ``[n]`` (or None)."""
+        images, labels = self._datasets()
+        runs = self.plan.runs(global_batch, self.rank, self.world)
+        n = sum(b - a for a, b in runs)
+        raw = np.empty((n, *self.info.shape), dtype=images.dtype)
+        out_labels = np.empty(n, dtype=np.int64) if labels is not None else None
+        pos = 0
+        for a, b in runs:
+            images.read_direct(raw, np.s_[a:b], np.s_[pos : pos + b - a])
+            if labels is not None:
+                labels.read_direct(out_labels, np.s_[a:b], np.s_[pos : pos + b - a])
+            pos += b - a
+        self.samples_read += n
+        return self.transform.encode(raw), out_labels
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Prefetcher:
+    """Reads batch ``b+1`` on a background thread while the step on batch ``b`` computes."""
+
+    def __init__(self, reader: ShardReader, first_batch: int) -> None:
+        self.reader = reader
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcgan-data")
+        self._next = first_batch
+        self._pending: Future = self._pool.submit(reader.read, first_batch)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images, labels = self._pending.result()
+        self._next += 1
+        self._pending = self._pool.submit(self.reader.read, self._next)
+        return torch.from_numpy(images), None if labels is None else torch.from_numpy(labels)
+
+    def close(self) -> None:
+        self._pending.cancel()
+        self._pool.shutdown(wait=True)
+        self.reader.close()

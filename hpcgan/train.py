@@ -1,0 +1,197 @@
+"""Train a GAN on N MPI ranks (or one plain process).
+
+    mpirun -np 4 python -m hpcgan.train --config my.yaml train.steps=5000
+    srun --mpi=pmix python -m hpcgan.train data.path=/scratch/maps.h5 run.dir=runs/maps
+    python -m hpcgan.train model.width=32 train.steps=200          # one process
+
+A run directory that holds checkpoints is resumed from the newest one.
+Exit codes: 0 done, 2 bad input or configuration, 75 stopped after a checkpoint (resubmit),
+1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from hpcgan import checkpoint
+from hpcgan.comm import make_comm
+from hpcgan.comm.base import Comm
+from hpcgan.config import Config, dump_yaml, help_text, load_config, validate
+from hpcgan.data.builtin import builtin_path, prepare_builtin
+from hpcgan.data.reader import Prefetcher, ShardReader
+from hpcgan.data.schema import DatasetInfo, SchemaError, read_info
+from hpcgan.data.sharding import ShardPlan
+from hpcgan.data.transforms import make_transform
+from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.loop import Loop, Trainer
+from hpcgan.models import build_models
+from hpcgan.monitor import RunLog
+
+T = TypeVar("T")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpcgan.train",
+        description=__doc__,
+        epilog="configuration keys (set in the YAML file or as key=value):\n" + help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file of configuration keys")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a key")
+    return parser.parse_args(argv)
+
+
+def agree(comm: Comm, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on every rank; a UserError on any rank is raised on all, so all exit 2."""
+    try:
+        result, error = fn(), None
+    except (UserError, SchemaError) as e:
+        result, error = None, str(e)
+    errors = [e for e in comm.allgather_object(error) if e]
+    if errors:
+        raise UserError(errors[0])
+    return result
+
+
+def set_threads(cfg: Config, comm: Comm) -> None:
+    """train.threads, else OMP_NUM_THREADS, else this rank's share of the cores it may use."""
+    n = cfg.train.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if not n:
+        usable = len(os.sched_getaffinity(0))
+        bound = usable < (os.cpu_count() or usable)  # the launcher already gave us our share
+        n = usable if bound else usable // comm.local_size
+    torch.set_num_threads(max(1, n))
+
+
+def pick_device(cfg: Config, comm: Comm) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def open_dataset(cfg: Config, comm: Comm) -> DatasetInfo:
+    """The dataset's description; the built-in one is written by rank 0 while the others wait."""
+    if cfg.data.path:
+        return agree(comm, lambda: read_info(cfg.data.path))
+    path = builtin_path(cfg.data.root, cfg.data.builtin)
+    if comm.rank == 0:
+        agree(comm, lambda: prepare_builtin(cfg.data.root, cfg.data.builtin))
+    else:
+        agree(comm, lambda: None)
+    return agree(comm, lambda: read_info(str(path)))
+
+
+def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
+    run_dir = Path(cfg.run.dir)
+
+    def make() -> None:
+        if comm.rank != 0:
+            return
+        try:
+            for sub in ("checkpoints", "samples"):
+                (run_dir / sub).mkdir(parents=True, exist_ok=True)
+            probe = run_dir / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"run.dir {run_dir} is not writable: {e.strerror}") from None
+
+    agree(comm, make)
+    return run_dir
+
+
+def resume_state(cfg: Config, run_dir: Path, log: RunLog) -> dict | None:
+    """The newest loadable checkpoint in the run directory, checked against the config."""
+    found = checkpoint.load_newest(run_dir / "checkpoints", warn=log.info)
+    if found is None:
+        return None
+    path, state = found
+    saved_model = state["config"]["model"]
+    current = vars(cfg.model)
+    changed = [k for k in current if saved_model.get(k) != current[k]]
+    if changed:
+        key = changed[0]
+        raise UserError(
+            f"{path} was trained with model.{key}={saved_model.get(key)!r}, the config says "
+            f"{current[key]!r}; use another run.dir or the same model keys"
+        )
+    log.info(f"resuming from {path} at step {state['step']}")
+    return state
+
+
+def train(cfg: Config, comm: Comm) -> None:
+    set_threads(cfg, comm)
+    device = pick_device(cfg, comm)
+    info = open_dataset(cfg, comm)
+    plan = agree(comm, lambda: _plan(cfg, info))
+    transform = agree(comm, lambda: make_transform(info, cfg.data.transform))
+    G, D = agree(comm, lambda: build_models(cfg.model, info.shape))
+    run_dir = prepare_run_dir(cfg, comm)
+    log = RunLog(run_dir if comm.rank == 0 else None)
+    state = agree(comm, lambda: resume_state(cfg, run_dir, log))
+    trainer = Trainer(cfg, comm, G, D, device)
+    start = 0
+    if state is not None:
+        trainer.load_state_dict(state)  # every rank loads the same file: identical replicas
+        start = int(state["step"])
+    if comm.rank == 0:
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    log.info(
+        f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
+        f"device {device}, {torch.get_num_threads()} thread(s) per rank"
+    )
+    reader = ShardReader(info, plan, comm.rank, comm.size, transform)
+    batches = Prefetcher(reader, first_batch=start)
+    try:
+        Loop(cfg, comm, trainer, batches, log, run_dir, start).run()
+    finally:
+        batches.close()
+    log.info(f"done: samples in {run_dir / 'samples'}, checkpoints in {run_dir / 'checkpoints'}")
+    log.close()
+
+
+def _plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
+    if info.n < cfg.train.batch_size:
+        raise UserError(
+            f"{info.path} has {info.n} samples, fewer than one global batch "
+            f"(train.batch_size={cfg.train.batch_size})"
+        )
+    segment = cfg.data.segment or (info.chunk_samples if info.compression else 8)
+    return ShardPlan(info.n, cfg.train.batch_size, segment, cfg.train.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    comm: Comm | None = None
+    try:
+        cfg = load_config(args.config, args.overrides)
+        comm = make_comm(cfg.dist.backend)
+        validate(cfg, comm.size)
+        train(cfg, comm)
+        comm.close()
+        return EXIT_OK
+    except UserError as e:  # raised on every rank alike (see agree), so every rank exits
+        if comm is None or comm.rank == 0:
+            print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except Exception:
+        rank = 0 if comm is None else comm.rank
+        print(f"hpcgan: rank {rank} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        if comm is not None and comm.size > 1:
+            comm.abort(EXIT_FAILURE)  # take every other rank down: nobody waits on us
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
