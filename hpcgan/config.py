@@ -62,11 +62,11 @@ class TrainConfig:
     gp_weight: float = _f(10.0, "gradient-penalty weight for wgan-gp")
     lr_g: float = _f(2e-4, "generator learning rate")
     lr_d: float = _f(2e-4, "discriminator learning rate")
+    optimizer: str = _f("adam", "optimizer of G and D", choices=("adam", "sgd"))
+    momentum: float = _f(0.0, "SGD momentum")
     beta1: float = _f(0.5, "Adam beta1")
     beta2: float = _f(0.999, "Adam beta2")
-    precision: str = _f(
-        "fp32", "arithmetic precision", choices=("fp32", "bf16", "fp16", "fp64")
-    )
+    precision: str = _f("fp32", "arithmetic precision", choices=("fp32", "bf16", "fp16", "fp64"))
     seed: int = _f(0, "seed of everything: weights, latents, data order")
     threads: int = _f(
         0, "torch threads per rank; 0 honours OMP_NUM_THREADS, else node cores / ranks on node"
@@ -139,9 +139,7 @@ def _set(cfg: Config, key: str, value: Any) -> None:
     section = getattr(cfg, parts[0])
     fields = _field_types(section)
     if parts[1] not in fields:
-        raise UserError(
-            f"unknown config key '{key}' (keys of {parts[0]}: {', '.join(fields)})"
-        )
+        raise UserError(f"unknown config key '{key}' (keys of {parts[0]}: {', '.join(fields)})")
     f = fields[parts[1]]
     typ = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
     coerced = _coerce(key, value, typ)
@@ -174,7 +172,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         except OSError as e:
             raise UserError(f"cannot read config file {path}: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+            first = str(e).splitlines()[0]
+            raise UserError(f"config file {path} is not valid YAML: {first}") from None
         for key, value in _flatten(tree, "", str(path)).items():
             _set(cfg, key, value)
     for item in overrides:

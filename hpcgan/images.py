@@ -25,8 +25,14 @@ def grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
     return out
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a grid PNG; grey-scale for one channel, RGB for three, else the first channel."""
+def save_grid(images: torch.Tensor, path: str | os.PathLike, min_tile: int = 64) -> None:
+    """Write a grid PNG; grey-scale for one channel, RGB for three, else the first channel.
+
+    Small images are enlarged (nearest neighbour) to ``min_tile`` pixels so a person can see them.
+    """
+    factor = max(1, -(-min_tile // images.shape[-1]))
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images.float(), scale_factor=factor)
     pixels = grid(images)
     if pixels.shape[2] not in (1, 3):
         pixels = pixels[:, :, :1]

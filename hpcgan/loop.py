@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,14 @@ from torch import nn
 
 from hpcgan import checkpoint, images, losses
 from hpcgan.comm.base import Comm
-from hpcgan.config import Config, to_dict
+from hpcgan.config import Config, TrainConfig, to_dict
 from hpcgan.data.reader import Prefetcher
+from hpcgan.errors import Preempted
 from hpcgan.monitor import RunLog, format_eta
+from hpcgan.preempt import StopRequest
 
-_DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32, "fp16": torch.float32}
+# Parameter dtype per train.precision; bf16 and fp16 keep fp32 weights and autocast the math.
+_DTYPES = {"fp64": torch.float64}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Streams of random numbers, each a pure function of (seed, step, stream): resuming at step s
@@ -35,24 +39,26 @@ def draw(seed: int, step: int, stream: int, shape: tuple[int, ...], kind: str = 
     return torch.randn(shape, generator=gen)
 
 
+def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=lr, momentum=t.momentum)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2))
+
+
 class Trainer:
     """G and D replicas, their optimizers, and the D-then-G update of one step."""
 
     def __init__(self, cfg: Config, comm: Comm, G: nn.Module, D: nn.Module, device: torch.device):
         self.cfg, self.comm, self.device = cfg, comm, device
         t = cfg.train
-        self.dtype = _DTYPES[t.precision]
+        self.dtype = _DTYPES.get(t.precision, torch.float32)
         self.G = G.to(device=device, dtype=self.dtype)
         self.D = D.to(device=device, dtype=self.dtype)
         comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters
         comm.broadcast_module(self.D)
         # Both optimizers are created while every parameter requires grad (Horovod hooks).
-        self.opt_G = comm.wrap_optimizer(
-            torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2)), self.G, "G"
-        )
-        self.opt_D = comm.wrap_optimizer(
-            torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2)), self.D, "D"
-        )
+        self.opt_G = comm.wrap_optimizer(make_optimizer(t, self.G, t.lr_g), self.G, "G")
+        self.opt_D = comm.wrap_optimizer(make_optimizer(t, self.D, t.lr_d), self.D, "D")
         fp16 = t.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type) if fp16 else None
         self.scaler_D = torch.amp.GradScaler(device.type) if fp16 else None
@@ -103,8 +109,9 @@ class Trainer:
             logits_fake = self.D(fake)
             loss = losses.d_loss(self.cfg.train.loss, logits_real, logits_fake)
         if self.cfg.train.loss == "wgan-gp":
-            eps = self._local(draw(self.cfg.train.seed, step, _STREAM_GP,
-                                   (self.cfg.train.batch_size,), "uniform"))
+            eps = self._local(
+                draw(self.cfg.train.seed, step, _STREAM_GP, (self.cfg.train.batch_size,), "uniform")
+            )
             loss = loss + self.cfg.train.gp_weight * losses.gradient_penalty(
                 self.D, real, fake, eps
             )
@@ -154,6 +161,14 @@ class Trainer:
         finally:
             self.G.train()
 
+    def fingerprint(self) -> str:
+        """SHA-1 of G's and D's parameters: equal on all ranks iff the replicas are identical."""
+        digest = hashlib.sha1()
+        for module in (self.G, self.D):
+            for p in module.parameters():
+                digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -189,6 +204,7 @@ class Loop:
     log: RunLog
     run_dir: Path
     start: int
+    stop: StopRequest
 
     def run(self) -> None:
         cfg, r = self.cfg, self.cfg.run
@@ -210,8 +226,15 @@ class Loop:
             if self.comm.rank == 0 and (done % r.sample_every == 0 or last):
                 path = self.run_dir / "samples" / f"step-{done:08d}.png"
                 images.save_grid(self.trainer.samples(r.sample_n), path)
-            if done % r.checkpoint_every == 0 or last:
+            saved = done % r.checkpoint_every == 0 or last
+            if saved:
                 self.save(done)
+            reason = self.stop.agreed(self.comm)  # sync point: all ranks stop at the same step
+            if reason and not last:
+                if not saved:
+                    self.save(done)
+                self.log.info(f"stopping after step {done} ({reason}); resubmit to continue")
+                raise Preempted(reason)
 
     def _log_interval(self, done: int, seconds: float, steps: int) -> None:
         stats = self.trainer.pop_stats()  # collective: every rank calls it at the same step
@@ -227,7 +250,16 @@ class Loop:
             f"eta {format_eta((self.cfg.train.steps - done) / rate)}"
         )
 
+    def check_replicas(self) -> None:
+        """Collective: fail loudly if any rank's parameters drifted from rank 0's."""
+        prints = self.comm.allgather_object(self.trainer.fingerprint())
+        bad = [r for r, f in enumerate(prints) if f != prints[0]]
+        if bad:
+            raise RuntimeError(f"parameters of rank(s) {bad} differ from rank 0's")
+        self.log.info(f"replicas: parameters identical on all {len(prints)} rank(s)")
+
     def save(self, step: int) -> None:
+        self.check_replicas()
         if self.comm.rank != 0:
             return
         state = {

@@ -30,10 +30,11 @@ from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.data.schema import DatasetInfo, SchemaError, read_info
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import make_transform
-from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UserError
 from hpcgan.loop import Loop, Trainer
 from hpcgan.models import build_models
 from hpcgan.monitor import RunLog
+from hpcgan.preempt import StopRequest
 
 T = TypeVar("T")
 
@@ -129,11 +130,13 @@ def resume_state(cfg: Config, run_dir: Path, log: RunLog) -> dict | None:
 
 
 def train(cfg: Config, comm: Comm) -> None:
+    stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
     set_threads(cfg, comm)
     device = pick_device(cfg, comm)
     info = open_dataset(cfg, comm)
     plan = agree(comm, lambda: _plan(cfg, info))
     transform = agree(comm, lambda: make_transform(info, cfg.data.transform))
+    torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
     G, D = agree(comm, lambda: build_models(cfg.model, info.shape))
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
@@ -152,11 +155,12 @@ def train(cfg: Config, comm: Comm) -> None:
     reader = ShardReader(info, plan, comm.rank, comm.size, transform)
     batches = Prefetcher(reader, first_batch=start)
     try:
-        Loop(cfg, comm, trainer, batches, log, run_dir, start).run()
+        Loop(cfg, comm, trainer, batches, log, run_dir, start, stop).run()
+        log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
     finally:
         batches.close()
-    log.info(f"done: samples in {run_dir / 'samples'}, checkpoints in {run_dir / 'checkpoints'}")
-    log.close()
+        stop.restore()
+        log.close()
 
 
 def _plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, comm)
         comm.close()
         return EXIT_OK
+    except Preempted:
+        comm.close()
+        return EXIT_PREEMPTED
     except UserError as e:  # raised on every rank alike (see agree), so every rank exits
         if comm is None or comm.rank == 0:
             print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)

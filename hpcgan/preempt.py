@@ -1,0 +1,42 @@
+"""Stop cleanly before the scheduler kills us: SIGUSR1/SIGTERM or ``train.max_minutes``.
+
+A signal only sets a flag. At each step boundary the ranks add up their flags (one tiny
+allreduce), so all of them stop after the same step even if only one was signalled; rank 0 then
+writes a checkpoint and every rank exits 75.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+
+from hpcgan.comm.base import Comm
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopRequest:
+    def __init__(self, max_minutes: float) -> None:
+        self.signal_name: str | None = None
+        self.deadline = time.monotonic() + max_minutes * 60 if max_minutes > 0 else None
+        self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def agreed(self, comm: Comm) -> str | None:
+        """Collective: why every rank must stop now, or None to go on."""
+        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        local = np.array([self.signal_name is not None, timed_out], dtype=np.float64)
+        signalled, out_of_time = comm.allreduce_sum(local)
+        if signalled:
+            return self.signal_name or "a signal to another rank"
+        if out_of_time:
+            return "train.max_minutes"
+        return None
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

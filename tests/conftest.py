@@ -1,0 +1,86 @@
+"""Shared fixtures: a small dataset made once per session, and a launcher for trainer runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcgan.data.schema import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MPIRUN = BIN / "mpirun"
+
+
+def mpi_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_mpi_yield_when_idle="1",  # oversubscribed ranks must not busy-poll
+        OMPI_MCA_rmaps_base_oversubscribe="1",
+        HDF5_USE_FILE_LOCKING="FALSE",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def launch(
+    args: list[str],
+    np: int | None = None,
+    timeout: float = 240,
+    module: str | None = "hpcgan.train",
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` (or ``python args`` when module is None) as one process
+    (np=None) or under mpirun -np N.
+
+    The time limit turns a hang into a test failure instead of a frozen suite.
+    """
+    cmd = [sys.executable, *(["-m", module] if module else []), *args]
+    if np is not None:
+        cmd = [str(MPIRUN), "--oversubscribe", "--bind-to", "none", "-np", str(np), *cmd]
+    return subprocess.run(
+        cmd, cwd=ROOT, env=mpi_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_h5(tmp_path_factory) -> Path:
+    """The built-in digits dataset, written once for the whole session."""
+    from data_prep import synth
+
+    path = tmp_path_factory.mktemp("data") / "digits.h5"
+    images, labels = synth.digits(size=32)
+    write_dataset(path, images, labels, kind="image", source="test digits")
+    return path
+
+
+@pytest.fixture(scope="session")
+def indexed_h5(tmp_path_factory) -> Path:
+    """1000 16x16 images whose label is their own index (to trace who read what)."""
+    path = tmp_path_factory.mktemp("data") / "indexed.h5"
+    n = 1000
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 1, 16, 16), dtype=np.uint8)
+    write_dataset(path, images, np.arange(n), kind="image", source="test index", chunk_samples=64)
+    return path
+
+
+def tiny(run_dir: Path, data: Path, *extra: str) -> list[str]:
+    """Overrides for a fast run: a narrow model, frequent logs."""
+    return [
+        f"data.path={data}",
+        f"run.dir={run_dir}",
+        "model.width=8",
+        "model.z_dim=16",
+        "train.batch_size=32",
+        "run.log_every=5",
+        *extra,
+    ]
