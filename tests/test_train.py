@@ -1,0 +1,134 @@
+"""The training command end to end: run directory, resume, preemption, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, launch, mpi_env, tiny
+
+pytestmark = pytest.mark.slow
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("hpcgan: error: "), proc.stderr
+    return lines[0]
+
+
+def test_run_directory_layout(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    args = tiny(run, digits_h5, "train.steps=30", "run.sample_every=10", "run.checkpoint_every=10")
+    proc = launch([*args, "run.keep=2"])
+    assert proc.returncode == 0, proc.stderr
+    assert "step 30/30" in proc.stdout and "img/s" in proc.stdout and "eta" in proc.stdout
+
+    assert "width: 8" in (run / "config.yaml").read_text()
+    assert "checkpoint" in (run / "log.txt").read_text()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 15, 20, 25, 30]
+    assert {"loss/D", "loss/G", "throughput/img_s", "time/step_s"} <= set(records[-1])
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-00000010.png",
+        "step-00000020.png",
+        "step-00000030.png",
+    ]
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+    assert ckpts == ["step-00000020.pt", "step-00000030.pt"]  # run.keep=2 pruned step 10
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000030.pt"
+    state = torch.load(run / "checkpoints" / "step-00000030.pt", weights_only=True)
+    assert {"step", "config", "G", "D", "opt_G", "opt_D"} <= set(state)
+    assert state["step"] == 30 and state["config"]["model"]["width"] == 8
+
+
+def test_resume_continues_to_the_new_step_count(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    assert launch(tiny(run, digits_h5, "train.steps=10", "run.checkpoint_every=10")).returncode == 0
+    proc = launch(tiny(run, digits_h5, "train.steps=20", "run.checkpoint_every=10"))
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming from" in proc.stdout and "step-00000010.pt at step 10" in proc.stdout
+    assert "training steps 10..20" in proc.stdout
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000020.pt"
+
+
+def test_built_in_dataset_is_prepared_on_first_use(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    args = [
+        f"run.dir={run}",
+        f"data.root={data}",
+        "model.width=8",
+        "train.steps=2",
+        "train.batch_size=16",
+    ]
+    proc = launch(args, np=2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (data / "digits-32.h5").is_file()
+    assert not list(data.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("train.stepz=3", "unknown config key 'train.stepz'"),
+        ("train.loss=mse", "train.loss"),
+        ("data.path=/nonexistent/x.h5", "/nonexistent/x.h5"),
+        ("train.batch_size=4000", "fewer than one global batch"),
+        ("run.dir=/proc/forbidden", "not writable"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, digits_h5, override, needle):
+    run = tmp_path / "run"
+    proc = launch([*tiny(run, digits_h5, "train.steps=2"), override])
+    assert needle in _one_error_line(proc)
+
+
+def test_indivisible_batch_under_mpirun_exits_2_on_every_rank(tmp_path, digits_h5):
+    proc = launch(tiny(tmp_path / "run", digits_h5, "train.batch_size=33"), np=2, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "not divisible by the 2 ranks" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_changed_model_against_checkpoint_is_refused(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    assert launch(tiny(run, digits_h5, "train.steps=4", "run.checkpoint_every=4")).returncode == 0
+    before = (run / "checkpoints" / "step-00000004.pt").read_bytes()
+    proc = launch([*tiny(run, digits_h5, "train.steps=8"), "model.width=16"])
+    assert "model.width=8" in _one_error_line(proc)
+    assert (run / "checkpoints" / "step-00000004.pt").read_bytes() == before
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "hpcgan.train", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=mpi_env(), stdout=subprocess.PIPE, text=True)
+
+
+def test_sigusr1_checkpoints_and_exits_75(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    proc = _start(tiny(run, digits_h5, "train.steps=100000", "run.log_every=1"))
+    for line in proc.stdout:  # wait until training is under way
+        if "step 3/" in line:
+            break
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=30) == 75
+    assert time.monotonic() - t0 < 30
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    step = torch.load(run / "checkpoints" / latest, weights_only=True)["step"]
+    assert step >= 3
+    assert "SIGUSR1" in (run / "log.txt").read_text()
+
+
+def test_max_minutes_stops_with_75(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    proc = launch(tiny(run, digits_h5, "train.steps=100000", "train.max_minutes=0.05"))
+    assert proc.returncode == 75, proc.stderr
+    assert "train.max_minutes" in (run / "log.txt").read_text()
+    assert (run / "checkpoints" / "latest").is_file()
