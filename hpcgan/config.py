@@ -74,6 +74,12 @@ class TrainConfig:
     max_minutes: float = _f(
         0.0, "after this much training time, checkpoint and exit 75 (walltime); 0 = no limit"
     )
+    max_bad_steps: int = _f(
+        20,
+        "consecutive steps with non-finite gradients (skipped) before the run reloads the last "
+        "checkpoint with lower learning rates; a second time it stops with exit 1",
+    )
+    recovery_lr_factor: float = _f(0.5, "learning-rate factor after such a reload")
 
 
 @dataclass
@@ -82,6 +88,11 @@ class DistConfig:
         "auto",
         "gradient averaging engine; auto = horovod under an MPI launcher, else none",
         choices=("auto", "horovod", "torch", "mpi", "none"),
+    )
+    timeout_s: float = _f(
+        900.0,
+        "a rank that makes no progress for this long (a peer hung or vanished inside a "
+        "collective) aborts the whole job with exit 1; 0 = never",
     )
 
 
@@ -201,6 +212,7 @@ def validate(cfg: Config, world_size: int) -> None:
         "run.log_every": r.log_every,
         "run.keep": r.keep,
         "run.sample_n": r.sample_n,
+        "train.max_bad_steps": t.max_bad_steps,
     }
     for key, value in positive.items():
         if value < 1:
@@ -208,8 +220,12 @@ def validate(cfg: Config, world_size: int) -> None:
     for key, value in {"train.lr_g": t.lr_g, "train.lr_d": t.lr_d}.items():
         if not value > 0:
             raise UserError(f"{key} must be positive, got {value}")
-    if t.threads < 0 or t.max_minutes < 0 or cfg.data.segment < 0:
-        raise UserError("train.threads, train.max_minutes and data.segment must not be negative")
+    if min(t.threads, t.max_minutes, cfg.data.segment, cfg.dist.timeout_s) < 0:
+        raise UserError(
+            "train.threads, train.max_minutes, data.segment and dist.timeout_s must not be negative"
+        )
+    if not 0 < t.recovery_lr_factor <= 1:
+        raise UserError(f"train.recovery_lr_factor must be in (0, 1], got {t.recovery_lr_factor}")
     if t.batch_size % world_size:
         raise UserError(
             f"train.batch_size={t.batch_size} is not divisible by the {world_size} ranks; "

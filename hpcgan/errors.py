@@ -14,3 +14,7 @@ class UserError(Exception):
 
 class Preempted(Exception):
     """Training stopped on a signal or time limit after a checkpoint was written (exit 75)."""
+
+
+class Diverged(Exception):
+    """Non-finite gradients persisted after the one reload the divergence guard allows (exit 1)."""

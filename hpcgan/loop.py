@@ -1,240 +1,116 @@
-"""One training step (explicit D and G phases) and the loop around it."""
+"""The loop around the training step: schedule, logs, samples, checkpoints, stops, recovery."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from hpcgan import checkpoint, images, losses
+from hpcgan import checkpoint, images
 from hpcgan.comm.base import Comm
-from hpcgan.config import Config, TrainConfig, to_dict
-from hpcgan.data.reader import Prefetcher
-from hpcgan.errors import Preempted
+from hpcgan.config import Config, to_dict
+from hpcgan.data.reader import Prefetcher, ShardReader
+from hpcgan.errors import Diverged, Preempted, UserError
 from hpcgan.monitor import RunLog, format_eta
 from hpcgan.preempt import StopRequest
-
-# Parameter dtype per train.precision; bf16 and fp16 keep fp32 weights and autocast the math.
-_DTYPES = {"fp64": torch.float64}
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Streams of random numbers, each a pure function of (seed, step, stream): resuming at step s
-# draws exactly what the uninterrupted run drew, with no generator state to save.
-_STREAM_LATENT, _STREAM_GP, _STREAM_FIXED = 1, 2, 3
-
-
-def draw(seed: int, step: int, stream: int, shape: tuple[int, ...], kind: str = "normal"):
-    """The same numbers on every rank and at any world size, for a global batch."""
-    key = int(np.random.SeedSequence([seed, step, stream]).generate_state(1)[0])
-    gen = torch.Generator().manual_seed(key)
-    if kind == "uniform":
-        return torch.rand(shape, generator=gen)
-    return torch.randn(shape, generator=gen)
-
-
-def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=lr, momentum=t.momentum)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2))
-
-
-class Trainer:
-    """G and D replicas, their optimizers, and the D-then-G update of one step."""
-
-    def __init__(self, cfg: Config, comm: Comm, G: nn.Module, D: nn.Module, device: torch.device):
-        self.cfg, self.comm, self.device = cfg, comm, device
-        t = cfg.train
-        self.dtype = _DTYPES.get(t.precision, torch.float32)
-        self.G = G.to(device=device, dtype=self.dtype)
-        self.D = D.to(device=device, dtype=self.dtype)
-        comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters
-        comm.broadcast_module(self.D)
-        # Both optimizers are created while every parameter requires grad (Horovod hooks).
-        self.opt_G = comm.wrap_optimizer(make_optimizer(t, self.G, t.lr_g), self.G, "G")
-        self.opt_D = comm.wrap_optimizer(make_optimizer(t, self.D, t.lr_d), self.D, "D")
-        fp16 = t.precision == "fp16"
-        self.scaler_G = torch.amp.GradScaler(device.type) if fp16 else None
-        self.scaler_D = torch.amp.GradScaler(device.type) if fp16 else None
-        self._autocast_dtype = _AUTOCAST.get(t.precision)
-        self._stats = torch.zeros(4, dtype=torch.float64, device=device)
-        self._stat_steps = 0
-
-    # -- random numbers -------------------------------------------------------------------
-
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's slice of a global-batch tensor."""
-        n = x.shape[0] // self.comm.size
-        r = self.comm.rank
-        return x[r * n : (r + 1) * n].to(self.device, self.dtype)
-
-    def latents(self, step: int) -> torch.Tensor:
-        z = draw(self.cfg.train.seed, step, _STREAM_LATENT, (self.cfg.train.batch_size, self.z_dim))
-        return self._local(z)  # [n_local, z_dim]
-
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.model.z_dim
-
-    # -- one step -------------------------------------------------------------------------
-
-    def _autocast(self):
-        if self._autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
-
-    def _update(
-        self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
-    ) -> None:
-        """Backward, average gradients across ranks, then step without communicating again."""
-        opt.zero_grad()  # frees the gradients (set_to_none)
-        (scaler.scale(loss) if scaler else loss).backward()
-        self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
-        if scaler is not None:
-            scaler.unscale_(opt)  # after the average, so every rank sees the same inf/nan
-            self.comm.step(opt, lambda: scaler.step(opt))
-            scaler.update()
-        else:
-            self.comm.step(opt, opt.step)
-
-    def d_phase(self, step: int, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            logits_real = self.D(real)
-            logits_fake = self.D(fake)
-            loss = losses.d_loss(self.cfg.train.loss, logits_real, logits_fake)
-        if self.cfg.train.loss == "wgan-gp":
-            eps = self._local(
-                draw(self.cfg.train.seed, step, _STREAM_GP, (self.cfg.train.batch_size,), "uniform")
-            )
-            loss = loss + self.cfg.train.gp_weight * losses.gradient_penalty(
-                self.D, real, fake, eps
-            )
-        self._update(loss, self.opt_D, self.scaler_D)
-        self._stats[2] += logits_real.detach().float().mean()
-        self._stats[3] += logits_fake.detach().float().mean()
-        return loss.detach()
-
-    def g_phase(self, fake: torch.Tensor) -> torch.Tensor:
-        self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
-        try:
-            with self._autocast():
-                loss = losses.g_loss(self.cfg.train.loss, self.D(fake))
-            self._update(loss, self.opt_G, self.scaler_G)
-        finally:
-            self.D.requires_grad_(True)
-        return loss.detach()
-
-    def step(self, step: int, real: torch.Tensor) -> None:
-        """One generator step on this rank's slice ``real`` [n_local, C, H, W] of batch ``step``."""
-        real = real.to(self.device, self.dtype, non_blocking=True)
-        with self._autocast():
-            fake = self.G(self.latents(step))  # [n_local, C, H, W], kept for G's phase
-        loss_d = self.d_phase(step, real, fake.detach())
-        loss_g = self.g_phase(fake)
-        self._stats[0] += loss_d.float()
-        self._stats[1] += loss_g.float()
-        self._stat_steps += 1
-
-    def pop_stats(self) -> dict[str, float]:
-        """Means since the last call, averaged over ranks (one small reduction per interval)."""
-        local = np.append(self._stats.cpu().numpy(), self._stat_steps)
-        total = self.comm.allreduce_sum(local)
-        self._stats.zero_()
-        self._stat_steps = 0
-        count = max(total[-1], 1.0)
-        names = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit")
-        return {k: float(v / count) for k, v in zip(names, total[:-1])}
-
-    @torch.no_grad()
-    def samples(self, n: int) -> torch.Tensor:
-        """G's output [n, C, H, W] for fixed latents: the same images at every checkpoint."""
-        z = draw(self.cfg.train.seed, 0, _STREAM_FIXED, (n, self.z_dim)).to(self.device, self.dtype)
-        self.G.eval()
-        try:
-            return self.G(z).float()
-        finally:
-            self.G.train()
-
-    def fingerprint(self) -> str:
-        """SHA-1 of G's and D's parameters: equal on all ranks iff the replicas are identical."""
-        digest = hashlib.sha1()
-        for module in (self.G, self.D):
-            for p in module.parameters():
-                digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
-
-    # -- state ----------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-        }
-        if self.scaler_G is not None:
-            state["scaler_G"] = self.scaler_G.state_dict()
-            state["scaler_D"] = self.scaler_D.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        if self.scaler_G is not None and "scaler_G" in state:
-            self.scaler_G.load_state_dict(state["scaler_G"])
-            self.scaler_D.load_state_dict(state["scaler_D"])
+from hpcgan.trainer import Trainer
+from hpcgan.watchdog import Watchdog
 
 
 @dataclass
 class Loop:
-    """Steps from ``start`` to ``cfg.train.steps`` with logging, samples and checkpoints."""
+    """Steps up to ``cfg.train.steps``; every rank runs it, rank 0 writes the files."""
 
     cfg: Config
     comm: Comm
     trainer: Trainer
-    batches: Prefetcher
+    reader: ShardReader
     log: RunLog
     run_dir: Path
-    start: int
     stop: StopRequest
+    watchdog: Watchdog
+    lr_scale: float = 1.0
+    recovered: bool = False  # the divergence guard has reloaded a checkpoint already
 
-    def run(self) -> None:
+    def restore(self, path: Path, state: dict[str, Any]) -> int:
+        """Load a checkpoint into this rank; return the step to continue from."""
+        try:
+            self.trainer.load_state_dict(state)
+        except RuntimeError as e:  # shapes that do not fit (another dataset or model)
+            detail = str(e).splitlines()[1:2] or [str(e)]
+            raise UserError(f"{path} does not fit this model: {detail[0].strip()}") from None
+        guard = state.get("guard", {})
+        self.lr_scale = float(guard.get("lr_scale", 1.0))
+        self.recovered = bool(guard.get("recovered", False))
+        self.trainer.scale_learning_rates(self.lr_scale)
+        rng = state.get("rng", {}).get("torch", [])
+        if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
+            torch.set_rng_state(rng[self.comm.rank])
+        return int(state["step"])
+
+    def run(self, start: int) -> None:
         cfg, r = self.cfg, self.cfg.run
         steps = cfg.train.steps
         self.log.info(
-            f"training steps {self.start}..{steps} | {self.comm.size} rank(s), engine "
+            f"training steps {start}..{steps} | {self.comm.size} rank(s), engine "
             f"{self.comm.name} | global batch {cfg.train.batch_size}"
         )
-        t_last, s_last = time.perf_counter(), self.start
-        for step in range(self.start, steps):
-            real, _labels = self.batches.next()
-            self.trainer.step(step, real)
-            done = step + 1
-            last = done == steps
-            if done % r.log_every == 0 or last:
-                now = time.perf_counter()
-                self._log_interval(done, now - t_last, done - s_last)
-                t_last, s_last = now, done
-            if self.comm.rank == 0 and (done % r.sample_every == 0 or last):
-                path = self.run_dir / "samples" / f"step-{done:08d}.png"
-                images.save_grid(self.trainer.samples(r.sample_n), path)
-            saved = done % r.checkpoint_every == 0 or last
-            if saved:
-                self.save(done)
-            reason = self.stop.agreed(self.comm)  # sync point: all ranks stop at the same step
-            if reason and not last:
-                if not saved:
-                    self.save(done)
-                self.log.info(f"stopping after step {done} ({reason}); resubmit to continue")
-                raise Preempted(reason)
+        batches = Prefetcher(self.reader, first_batch=start)
+        try:
+            step = start
+            t_last, s_last = time.perf_counter(), step
+            while step < steps:
+                self.watchdog.beat(f"in step {step}")
+                real, _labels = batches.next()
+                self.trainer.step(step, real)
+                step += 1
+                if self.trainer.bad_streak >= cfg.train.max_bad_steps:
+                    step = self._recover(step)
+                    batches.seek(step)
+                    t_last, s_last = time.perf_counter(), step
+                    continue
+                last = step == steps
+                if step % r.log_every == 0 or last:
+                    now = time.perf_counter()
+                    self._log_interval(step, now - t_last, step - s_last)
+                    t_last, s_last = now, step
+                if self.comm.rank == 0 and (step % r.sample_every == 0 or last):
+                    path = self.run_dir / "samples" / f"step-{step:08d}.png"
+                    images.save_grid(self.trainer.samples(r.sample_n), path)
+                saved = step % r.checkpoint_every == 0 or last
+                if saved:
+                    self.save(step)
+                reason = self.stop.agreed(self.comm)  # sync point: all stop after the same step
+                if reason and not last:
+                    if not saved:
+                        self.save(step)
+                    self.log.info(f"stopping after step {step} ({reason}); resubmit to continue")
+                    raise Preempted(reason)
+        finally:
+            batches.close()
+
+    def _recover(self, step: int) -> int:
+        """After max_bad_steps non-finite steps: reload the last checkpoint once, lower lr."""
+        streak = self.trainer.bad_streak
+        what = f"{streak} consecutive steps with non-finite gradients up to step {step}"
+        if self.recovered:
+            raise Diverged(f"{what}, after one reload already; lower train.lr_g/lr_d")
+        self.watchdog.beat("reloading a checkpoint")
+        found = checkpoint.load_newest(self.run_dir / "checkpoints", warn=self.log.info)
+        if found is None:
+            raise Diverged(f"{what}, and no checkpoint to go back to")
+        path, state = found
+        back_to = self.restore(path, state)
+        self.lr_scale *= self.cfg.train.recovery_lr_factor
+        self.recovered = True
+        self.trainer.scale_learning_rates(self.lr_scale)
+        self.log.info(
+            f"{what}: reloading {path} (step {back_to}) with learning rates x{self.lr_scale:g}"
+        )
+        return back_to
 
     def _log_interval(self, done: int, seconds: float, steps: int) -> None:
         stats = self.trainer.pop_stats()  # collective: every rank calls it at the same step
@@ -244,10 +120,12 @@ class Loop:
         img_s = rate * self.cfg.train.batch_size
         record = {"step": done, **stats, "time/step_s": 1 / rate, "throughput/img_s": img_s}
         self.log.metrics(record)
+        skipped = stats["steps/skipped_nonfinite"]
         self.log.info(
             f"step {done}/{self.cfg.train.steps} | loss D {stats['loss/D']:.3f} "
             f"G {stats['loss/G']:.3f} | {img_s:.0f} img/s | "
             f"eta {format_eta((self.cfg.train.steps - done) / rate)}"
+            + (f" | {skipped} non-finite steps skipped" if skipped else "")
         )
 
     def check_replicas(self) -> None:
@@ -259,13 +137,18 @@ class Loop:
         self.log.info(f"replicas: parameters identical on all {len(prints)} rank(s)")
 
     def save(self, step: int) -> None:
+        """Collective (replica check, RNG states); rank 0 writes the file."""
+        self.watchdog.beat(f"checkpointing step {step}")
         self.check_replicas()
+        rng = self.comm.allgather_object(torch.get_rng_state())
         if self.comm.rank != 0:
             return
         state = {
             "step": step,
             "config": to_dict(self.cfg),
-            "data": {"batches": step},
+            "data": {"batches": step},  # global batches consumed: the next one to read
+            "guard": {"lr_scale": self.lr_scale, "recovered": self.recovered},
+            "rng": {"torch": rng},
             **self.trainer.state_dict(),
         }
         path = checkpoint.save(self.run_dir / "checkpoints", state, self.cfg.run.keep)

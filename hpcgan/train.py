@@ -26,15 +26,25 @@ from hpcgan.comm import make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, dump_yaml, help_text, load_config, validate
 from hpcgan.data.builtin import builtin_path, prepare_builtin
-from hpcgan.data.reader import Prefetcher, ShardReader
+from hpcgan.data.reader import ShardReader
 from hpcgan.data.schema import DatasetInfo, SchemaError, read_info
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import make_transform
-from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UserError
-from hpcgan.loop import Loop, Trainer
+from hpcgan.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    Diverged,
+    Preempted,
+    UserError,
+)
+from hpcgan.loop import Loop
 from hpcgan.models import build_models
 from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
+from hpcgan.trainer import Trainer
+from hpcgan.watchdog import Watchdog
 
 T = TypeVar("T")
 
@@ -110,7 +120,7 @@ def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
     return run_dir
 
 
-def resume_state(cfg: Config, run_dir: Path, log: RunLog) -> dict | None:
+def find_checkpoint(cfg: Config, run_dir: Path, log: RunLog) -> tuple[Path, dict] | None:
     """The newest loadable checkpoint in the run directory, checked against the config."""
     found = checkpoint.load_newest(run_dir / "checkpoints", warn=log.info)
     if found is None:
@@ -125,8 +135,7 @@ def resume_state(cfg: Config, run_dir: Path, log: RunLog) -> dict | None:
             f"{path} was trained with model.{key}={saved_model.get(key)!r}, the config says "
             f"{current[key]!r}; use another run.dir or the same model keys"
         )
-    log.info(f"resuming from {path} at step {state['step']}")
-    return state
+    return found
 
 
 def train(cfg: Config, comm: Comm) -> None:
@@ -140,25 +149,26 @@ def train(cfg: Config, comm: Comm) -> None:
     G, D = agree(comm, lambda: build_models(cfg.model, info.shape))
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
-    state = agree(comm, lambda: resume_state(cfg, run_dir, log))
-    trainer = Trainer(cfg, comm, G, D, device)
-    start = 0
-    if state is not None:
-        trainer.load_state_dict(state)  # every rank loads the same file: identical replicas
-        start = int(state["step"])
-    if comm.rank == 0:
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    log.info(
-        f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
-        f"device {device}, {torch.get_num_threads()} thread(s) per rank"
-    )
-    reader = ShardReader(info, plan, comm.rank, comm.size, transform)
-    batches = Prefetcher(reader, first_batch=start)
+    watchdog = Watchdog(comm, cfg.dist.timeout_s)
     try:
-        Loop(cfg, comm, trainer, batches, log, run_dir, start, stop).run()
+        found = agree(comm, lambda: find_checkpoint(cfg, run_dir, log))
+        trainer = Trainer(cfg, comm, G, D, device)
+        reader = ShardReader(info, plan, comm.rank, comm.size, transform)
+        loop = Loop(cfg, comm, trainer, reader, log, run_dir, stop, watchdog)
+        start = 0
+        if found is not None:  # every rank loads the same file: identical replicas
+            start = agree(comm, lambda: loop.restore(*found))
+            log.info(f"resuming from {found[0]} at step {start}")
+        if comm.rank == 0:
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        log.info(
+            f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
+            f"device {device}, {torch.get_num_threads()} thread(s) per rank"
+        )
+        loop.run(start)
         log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
     finally:
-        batches.close()
+        watchdog.stop()
         stop.restore()
         log.close()
 
@@ -186,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted:
         comm.close()
         return EXIT_PREEMPTED
+    except Diverged as e:  # decided alike on every rank (same averaged gradients)
+        if comm.rank == 0:
+            print(f"hpcgan: error: training diverged: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
     except UserError as e:  # raised on every rank alike (see agree), so every rank exits
         if comm is None or comm.rank == 0:
             print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)

@@ -71,6 +71,12 @@ class Prefetcher:
         self._pending = self._pool.submit(self.reader.read, self._next)
         return torch.from_numpy(images), None if labels is None else torch.from_numpy(labels)
 
+    def seek(self, global_batch: int) -> None:
+        """Continue from another batch (after reloading a checkpoint)."""
+        self._pending.cancel()
+        self._next = global_batch
+        self._pending = self._pool.submit(self.reader.read, global_batch)
+
     def close(self) -> None:
         self._pending.cancel()
         self._pool.shutdown(wait=True)

@@ -1,0 +1,170 @@
+"""Cluster resilience: exact resume, preemption at 2 ranks, rank failure, divergence."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import MPIRUN, ROOT, launch, mpi_env, tiny
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi]
+
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
+
+
+def _state(run: Path, step: int) -> dict:
+    return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
+
+
+def _assert_bitwise_equal(a: dict, b: dict) -> None:
+    for net in ("G", "D"):
+        for k, v in a[net].items():
+            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
+    for opt in ("opt_G", "opt_D"):
+        for pid, s in a[opt]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
+
+
+def _popen_mpirun(args: list[str], np_: int) -> subprocess.Popen:
+    cmd = [
+        str(MPIRUN),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        "-np",
+        str(np_),
+        sys.executable,
+        "-m",
+        "hpcgan.train",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(proc: subprocess.Popen, text: str, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    for line in proc.stdout:
+        if text in line:
+            return
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"never saw {text!r}")
+
+
+@pytest.mark.parametrize("np_", [1, 2])
+def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_run(tmp_path, digits_h5, np_):
+    steps = 16
+    common = ("train.steps=16", "run.checkpoint_every=8", "run.log_every=1", "run.keep=5")
+    straight = tmp_path / "straight"
+    proc = launch(tiny(straight, digits_h5, *common), np=np_)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    interrupted = tmp_path / "interrupted"
+    p = _popen_mpirun(tiny(interrupted, digits_h5, *common), np_)
+    _wait_for(p, "step 5/")
+    p.send_signal(signal.SIGUSR1)  # mpirun forwards it to every rank
+    assert p.wait(timeout=60) == 75
+    stopped_at = _state(
+        interrupted, int((interrupted / "checkpoints" / "latest").read_text().strip()[5:13])
+    )["step"]
+    assert 5 <= stopped_at < steps
+    proc = launch(tiny(interrupted, digits_h5, *common), np=np_)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"at step {stopped_at}" in proc.stdout
+    _assert_bitwise_equal(_state(straight, steps), _state(interrupted, steps))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    args = tiny(run, digits_h5, "train.steps=8", "run.checkpoint_every=4")
+    assert launch(args).returncode == 0
+    newest = run / "checkpoints" / "step-00000008.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash mid-copy
+    proc = launch(tiny(run, digits_h5, "train.steps=10", "run.checkpoint_every=4"))
+    assert proc.returncode == 0, proc.stderr
+    assert "step-00000008.pt is unreadable" in proc.stdout
+    assert "at step 4" in proc.stdout
+
+
+def test_sigterm_during_checkpoint_write_keeps_previous_loadable(tmp_path, digits_h5):
+    """A kill while writing leaves the old checkpoints intact and loadable."""
+    run = tmp_path / "run"
+    args = tiny(run, digits_h5, "train.steps=100000", "run.checkpoint_every=1", "run.log_every=1")
+    p = _popen_mpirun(args, 1)
+    _wait_for(p, "checkpoint")
+    _wait_for(p, "checkpoint")
+    p.send_signal(signal.SIGKILL)  # the harshest case: no handler runs at all
+    p.wait(timeout=30)
+    shutil.rmtree(run / "samples", ignore_errors=True)
+    proc = launch(tiny(run, digits_h5, "train.steps=3", "run.checkpoint_every=1"))
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming from" in proc.stdout
+
+
+def test_killed_rank_ends_the_job_quickly(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    p = _popen_mpirun(tiny(run, digits_h5, "train.steps=100000", "run.log_every=1"), 2)
+    _wait_for(p, "step 3/")
+    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
+    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    assert len(pids) == 2
+    t0 = time.monotonic()
+    os.kill(max(pids), signal.SIGKILL)  # the rank started last: rank 1
+    rc = p.wait(timeout=60)
+    assert rc != 0 and time.monotonic() - t0 < 60
+    assert "rank 1" in p.stderr.read()  # the launcher names the rank that died
+
+
+def test_exception_on_one_rank_aborts_all(tmp_path, digits_h5):
+    args = tiny(tmp_path / "run", digits_h5, "train.steps=100000")
+    t0 = time.monotonic()
+    proc = launch([str(SCRIPTS / "fail_rank.py"), "1", "3", *args], np=2, module=None, timeout=90)
+    assert proc.returncode == 1
+    assert time.monotonic() - t0 < 90
+    assert "injected failure on rank 1" in proc.stderr
+    assert "hpcgan: rank 1 failed" in proc.stderr
+
+
+def test_divergence_reloads_once_then_stops(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    base = ("run.checkpoint_every=4", "train.max_bad_steps=3")
+    assert launch(tiny(run, digits_h5, "train.steps=4", *base)).returncode == 0
+    # The same run resumed with absurd learning rates: losses turn inf/nan within steps.
+    proc = launch(
+        tiny(run, digits_h5, "train.steps=40", "train.lr_g=1e30", "train.lr_d=1e30", *base)
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    log = (run / "log.txt").read_text()
+    assert "reloading" in log and "step-00000004.pt" in log
+    assert "diverged" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_frozen_rank_is_caught_by_the_watchdog(tmp_path, digits_h5):
+    """A rank that is alive but stuck (SIGSTOP) would hang its peers in the next collective."""
+    run = tmp_path / "run"
+    args = tiny(run, digits_h5, "train.steps=100000", "run.log_every=1", "dist.timeout_s=8")
+    p = _popen_mpirun(args, 2)
+    _wait_for(p, "step 3/")
+    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
+    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    t0 = time.monotonic()
+    os.kill(max(pids), signal.SIGSTOP)
+    try:
+        rc = p.wait(timeout=60)
+    finally:
+        for pid in pids:  # never leave a stopped process behind
+            subprocess.run(["kill", "-CONT", str(pid)], capture_output=True)
+    assert rc == 1 and time.monotonic() - t0 < 60
+    assert "made no progress" in p.stderr.read()
