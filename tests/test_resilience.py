@@ -168,3 +168,19 @@ def test_frozen_rank_is_caught_by_the_watchdog(tmp_path, digits_h5):
             subprocess.run(["kill", "-CONT", str(pid)], capture_output=True)
     assert rc == 1 and time.monotonic() - t0 < 60
     assert "made no progress" in p.stderr.read()
+
+
+def test_sigterm_to_one_rank_stops_all_within_30s(tmp_path, digits_h5):
+    """The default-size DCGAN at 2 ranks: SIGTERM to rank 1 only, as a scheduler might."""
+    run = tmp_path / "run"
+    args = [f"data.path={digits_h5}", f"run.dir={run}", "train.steps=100000", "run.log_every=1"]
+    p = _popen_mpirun(args, 2)
+    _wait_for(p, "step 2/")
+    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
+    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    t0 = time.monotonic()
+    os.kill(max(pids), signal.SIGTERM)
+    assert p.wait(timeout=60) == 75
+    assert time.monotonic() - t0 < 30
+    assert "signal to another rank" in (run / "log.txt").read_text()
+    assert (run / "checkpoints" / "latest").is_file()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,44 @@ def test_max_minutes_stops_with_75(tmp_path, digits_h5):
     assert proc.returncode == 75, proc.stderr
     assert "train.max_minutes" in (run / "log.txt").read_text()
     assert (run / "checkpoints" / "latest").is_file()
+
+
+def _bad_h5(path, make) -> str:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        make(f)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name,make,needle",
+    [
+        ("nokey", lambda f: f.create_dataset("data", data=[1]), "/images"),
+        ("rank3", lambda f: f.create_dataset("images", shape=(70, 32, 32), dtype="u1"), "rank"),
+        ("int16", lambda f: f.create_dataset("images", shape=(70, 1, 32, 32), dtype="i2"), "dtype"),
+    ],
+)
+def test_bad_dataset_files_are_one_line_errors(tmp_path, name, make, needle):
+    path = _bad_h5(tmp_path / f"{name}.h5", make)
+    proc = launch(tiny(tmp_path / "run", Path(path), "train.steps=2"))
+    line = _one_error_line(proc)
+    assert needle in line and name in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_hdf5_file_is_refused(tmp_path):
+    bogus = tmp_path / "images.h5"
+    bogus.write_text("not an HDF5 file\n")
+    line = _one_error_line(launch(tiny(tmp_path / "run", bogus, "train.steps=2")))
+    assert "images.h5" in line
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path, digits_h5, indexed_h5):
+    """Same model keys, other data resolution (16x16 vs 32x32): the weights do not fit."""
+    run = tmp_path / "run"
+    assert launch(tiny(run, digits_h5, "train.steps=2", "run.checkpoint_every=2")).returncode == 0
+    before = sorted(p.read_bytes() for p in (run / "checkpoints").iterdir())
+    line = _one_error_line(launch(tiny(run, indexed_h5, "train.steps=4")))
+    assert "does not fit this model" in line
+    assert sorted(p.read_bytes() for p in (run / "checkpoints").iterdir()) == before
