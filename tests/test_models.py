@@ -1,0 +1,97 @@
+"""Models, losses and value transforms: shapes, layout, analytic values."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hpcgan import losses
+from hpcgan.config import ModelConfig
+from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.transforms import make_transform
+from hpcgan.errors import UserError
+from hpcgan.models import build_models
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128, 256])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(size, channels):
+    G, D = build_models(ModelConfig(width=4, z_dim=8), (channels, size, size))
+    z = torch.randn(3, 8)
+    x = G(z)
+    assert x.shape == (3, channels, size, size)
+    assert x.abs().max() <= 1  # tanh output
+    assert D(x).shape == (3,)
+
+
+def test_dcgan_layout_follows_radford():
+    G, D = build_models(ModelConfig(width=64, z_dim=100), (3, 64, 64))
+    g_convs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    d_convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    # pytorch/examples: ngf*8 -> ngf*4 -> ngf*2 -> ngf -> nc; ndf -> ndf*2 -> ndf*4 -> ndf*8 -> 1
+    assert [c.out_channels for c in g_convs] == [512, 256, 128, 64, 3]
+    assert [c.out_channels for c in d_convs] == [64, 128, 256, 512, 1]
+    assert all(c.kernel_size == (4, 4) for c in g_convs + d_convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules()) == 4
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()) == 3  # none on first
+    assert any(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.2 for m in D.modules())
+    w = torch.cat([c.weight.flatten() for c in g_convs])
+    assert abs(w.std().item() - 0.02) < 0.002  # N(0, 0.02) initialisation
+
+
+def test_norm_none_has_no_batchnorm():
+    G, D = build_models(ModelConfig(width=4, norm="none"), (1, 32, 32))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*G.modules(), *D.modules()])
+
+
+@pytest.mark.parametrize("shape", [(1, 24, 24), (1, 8, 8), (1, 32, 16)])
+def test_unsupported_sizes_are_user_errors(shape):
+    with pytest.raises(UserError, match="power-of-two"):
+        build_models(ModelConfig(), shape)
+
+
+def test_losses_match_their_definitions():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    ns = losses.d_loss("ns", real, fake)
+    expected = -(F.logsigmoid(real).mean() + F.logsigmoid(-fake).mean())
+    assert torch.allclose(ns, expected)
+    assert torch.allclose(losses.g_loss("ns", fake), -F.logsigmoid(fake).mean())
+    assert losses.d_loss("hinge", real, fake).item() == pytest.approx((0 + 2) / 2 + (1.5 + 0) / 2)
+    assert losses.d_loss("wgan-gp", real, fake).item() == pytest.approx(-1.25 - 0.5)
+    assert losses.g_loss("hinge", fake).item() == pytest.approx(1.25)
+
+
+def test_gradient_penalty_matches_hand_computation():
+    """For D(x) = sum(w * x), grad_x D = w everywhere: penalty = (||w|| - 1)^2."""
+    w = torch.randn(1, 2, 3, 3)
+
+    class Linear(torch.nn.Module):
+        def forward(self, x):
+            return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)
+    gp = losses.gradient_penalty(Linear(), real, fake, torch.rand(4))
+    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
+
+
+def _info(dtype, kind, lo, hi):
+    stats = {"min": lo, "max": hi, "mean": 0.0, "std": 1.0}
+    return DatasetInfo("x.h5", 10, 1, 4, 4, dtype, kind, "t", stats, False, 0, 10, None)
+
+
+def test_transforms_round_trip_and_range():
+    x = np.array([0, 128, 255], dtype=np.uint8)
+    t = make_transform(_info("uint8", "image", 3, 250), "auto")
+    assert np.allclose(t.encode(x), [-1, 128 / 127.5 - 1, 1], atol=1e-6)
+    fields = np.array([0.1, 1.0, 10.0], dtype=np.float32)
+    log = make_transform(_info("float32", "field", 0.1, 10.0), "auto")
+    assert log.kind == "log"
+    assert np.allclose(log.encode(fields), [-1, 0, 1], atol=1e-6)
+    back = log.decode(torch.from_numpy(log.encode(fields)))
+    assert np.allclose(back.numpy(), fields, rtol=1e-5)
+    assert make_transform(_info("float32", "field", -1.0, 1.0), "auto").kind == "linear"
+    with pytest.raises(UserError, match="positive"):
+        make_transform(_info("float32", "field", -1.0, 1.0), "log")
+    assert math.isclose(log.hi, math.log(10.0))
