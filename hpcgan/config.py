@@ -49,8 +49,19 @@ class ModelConfig:
     z_dim: int = _f(100, "latent size")
     norm: str = _f(
         "batch",
-        "normalisation in G and D; none makes N-rank and 1-rank runs the same computation",
+        "normalisation in G (and DCGAN's D); none makes N-rank and 1-rank runs the same "
+        "computation",
         choices=("batch", "none"),
+    )
+    depth: int = _f(
+        0, "mlp: hidden layers of G; resnet: residual blocks per resolution; 0 = the default"
+    )
+    attention: int = _f(
+        0, "resnet: resolution of a SAGAN self-attention block in G and D; 0 = none"
+    )
+    spectral_norm: bool = _f(False, "spectral normalisation of every layer of D")
+    conditional: bool = _f(
+        False, "class-conditional G and projection D (the dataset needs /labels)"
     )
 
 
@@ -60,6 +71,22 @@ class TrainConfig:
     steps: int = _f(2000, "generator steps in total (a resumed run continues to this number)")
     loss: str = _f("ns", "adversarial loss", choices=("ns", "hinge", "wgan-gp"))
     gp_weight: float = _f(10.0, "gradient-penalty weight for wgan-gp")
+    r1_gamma: float = _f(0.0, "R1 penalty weight gamma on real data (0 = off)")
+    r1_every: int = _f(16, "lazy R1: apply every this many D steps, scaled up to match")
+    l1: float = _f(0.0, "L1 penalty on the weights of G and D")
+    l2: float = _f(0.0, "L2 penalty on the weights of G and D")
+    grad_clip: float = _f(0.0, "clip each network's averaged gradient to this norm (0 = off)")
+    d_steps: int = _f(1, "discriminator steps per generator step (each on a fresh batch)")
+    aux_classifier: bool = _f(
+        False, "AC-GAN: D also classifies real and generated samples (needs /labels)"
+    )
+    aux_weight: float = _f(1.0, "weight of the auxiliary classification loss")
+    ema_halflife_images: float = _f(
+        10000.0, "half-life of G's moving average G_ema, in images (0 = no G_ema)"
+    )
+    ema_rampup: float = _f(
+        0.05, "early on, the EMA half-life is at most this fraction of the images seen (0 = off)"
+    )
     lr_g: float = _f(2e-4, "generator learning rate")
     lr_d: float = _f(2e-4, "discriminator learning rate")
     optimizer: str = _f("adam", "optimizer of G and D", choices=("adam", "sgd"))
@@ -67,6 +94,20 @@ class TrainConfig:
     beta1: float = _f(0.5, "Adam beta1")
     beta2: float = _f(0.999, "Adam beta2")
     precision: str = _f("fp32", "arithmetic precision", choices=("fp32", "bf16", "fp16", "fp64"))
+    lr_scaling: str = _f(
+        "none",
+        "scale lr_g and lr_d with train.batch_size / train.ref_batch",
+        choices=("none", "sqrt", "linear"),
+    )
+    ref_batch: int = _f(64, "the batch size the learning rates are given for")
+    warmup_steps: int = _f(0, "ramp the learning rates up linearly over this many steps")
+    device: str = _f(
+        "auto",
+        "auto: the GPU of this rank's local rank when CUDA is available, else cpu",
+        choices=("auto", "cpu", "cuda"),
+    )
+    channels_last: bool = _f(False, "channels_last memory format (faster convolutions on GPUs)")
+    compile: bool = _f(False, "torch.compile G and D")
     seed: int = _f(0, "seed of everything: weights, latents, data order")
     threads: int = _f(
         0, "torch threads per rank; 0 honours OMP_NUM_THREADS, else node cores / ranks on node"
@@ -213,6 +254,9 @@ def validate(cfg: Config, world_size: int) -> None:
         "run.keep": r.keep,
         "run.sample_n": r.sample_n,
         "train.max_bad_steps": t.max_bad_steps,
+        "train.r1_every": t.r1_every,
+        "train.d_steps": t.d_steps,
+        "train.ref_batch": t.ref_batch,
     }
     for key, value in positive.items():
         if value < 1:
@@ -220,10 +264,24 @@ def validate(cfg: Config, world_size: int) -> None:
     for key, value in {"train.lr_g": t.lr_g, "train.lr_d": t.lr_d}.items():
         if not value > 0:
             raise UserError(f"{key} must be positive, got {value}")
-    if min(t.threads, t.max_minutes, cfg.data.segment, cfg.dist.timeout_s) < 0:
-        raise UserError(
-            "train.threads, train.max_minutes, data.segment and dist.timeout_s must not be negative"
-        )
+    non_negative = {
+        "train.threads": t.threads,
+        "train.max_minutes": t.max_minutes,
+        "data.segment": cfg.data.segment,
+        "dist.timeout_s": cfg.dist.timeout_s,
+        "train.r1_gamma": t.r1_gamma,
+        "train.l1": t.l1,
+        "train.l2": t.l2,
+        "train.grad_clip": t.grad_clip,
+        "train.ema_halflife_images": t.ema_halflife_images,
+        "train.ema_rampup": t.ema_rampup,
+        "train.warmup_steps": t.warmup_steps,
+        "model.depth": m.depth,
+        "model.attention": m.attention,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"{key} must not be negative, got {value}")
     if not 0 < t.recovery_lr_factor <= 1:
         raise UserError(f"train.recovery_lr_factor must be in (0, 1], got {t.recovery_lr_factor}")
     if t.batch_size % world_size:
@@ -231,8 +289,8 @@ def validate(cfg: Config, world_size: int) -> None:
             f"train.batch_size={t.batch_size} is not divisible by the {world_size} ranks; "
             f"use a multiple of {world_size}"
         )
-    if m.arch != "dcgan":
-        raise UserError(f"model.arch={m.arch} is not available yet; use dcgan")
+    if m.attention and (m.arch != "resnet" or m.attention & (m.attention - 1)):
+        raise UserError("model.attention needs model.arch=resnet and a power-of-two resolution")
     if cfg.dist.backend in ("torch", "mpi"):
         raise UserError(f"dist.backend={cfg.dist.backend} is not available yet; use horovod")
 

@@ -32,7 +32,6 @@ class Loop:
     run_dir: Path
     stop: StopRequest
     watchdog: Watchdog
-    lr_scale: float = 1.0
     recovered: bool = False  # the divergence guard has reloaded a checkpoint already
 
     def restore(self, path: Path, state: dict[str, Any]) -> int:
@@ -43,9 +42,8 @@ class Loop:
             detail = str(e).splitlines()[1:2] or [str(e)]
             raise UserError(f"{path} does not fit this model: {detail[0].strip()}") from None
         guard = state.get("guard", {})
-        self.lr_scale = float(guard.get("lr_scale", 1.0))
+        self.trainer.lr_scale = float(guard.get("lr_scale", 1.0))
         self.recovered = bool(guard.get("recovered", False))
-        self.trainer.scale_learning_rates(self.lr_scale)
         rng = state.get("rng", {}).get("torch", [])
         if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
             torch.set_rng_state(rng[self.comm.rank])
@@ -58,18 +56,18 @@ class Loop:
             f"training steps {start}..{steps} | {self.comm.size} rank(s), engine "
             f"{self.comm.name} | global batch {cfg.train.batch_size}"
         )
-        batches = Prefetcher(self.reader, first_batch=start)
+        d_steps = cfg.train.d_steps  # global batches read per generator step
+        batches = Prefetcher(self.reader, first_batch=start * d_steps)
         try:
             step = start
             t_last, s_last = time.perf_counter(), step
             while step < steps:
                 self.watchdog.beat(f"in step {step}")
-                real, _labels = batches.next()
-                self.trainer.step(step, real)
+                self.trainer.step(step, [batches.next() for _ in range(d_steps)])
                 step += 1
                 if self.trainer.bad_streak >= cfg.train.max_bad_steps:
                     step = self._recover(step)
-                    batches.seek(step)
+                    batches.seek(step * d_steps)
                     t_last, s_last = time.perf_counter(), step
                     continue
                 last = step == steps
@@ -104,11 +102,11 @@ class Loop:
             raise Diverged(f"{what}, and no checkpoint to go back to")
         path, state = found
         back_to = self.restore(path, state)
-        self.lr_scale *= self.cfg.train.recovery_lr_factor
+        self.trainer.lr_scale *= self.cfg.train.recovery_lr_factor
         self.recovered = True
-        self.trainer.scale_learning_rates(self.lr_scale)
         self.log.info(
-            f"{what}: reloading {path} (step {back_to}) with learning rates x{self.lr_scale:g}"
+            f"{what}: reloading {path} (step {back_to}) with learning rates "
+            f"x{self.trainer.lr_scale:g}"
         )
         return back_to
 
@@ -146,8 +144,9 @@ class Loop:
         state = {
             "step": step,
             "config": to_dict(self.cfg),
-            "data": {"batches": step},  # global batches consumed: the next one to read
-            "guard": {"lr_scale": self.lr_scale, "recovered": self.recovered},
+            # global batches consumed: the next one to read
+            "data": {"batches": step * self.cfg.train.d_steps},
+            "guard": {"lr_scale": self.trainer.lr_scale, "recovered": self.recovered},
             "rng": {"torch": rng},
             **self.trainer.state_dict(),
         }

@@ -84,8 +84,14 @@ def set_threads(cfg: Config, comm: Comm) -> None:
 
 
 def pick_device(cfg: Config, comm: Comm) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+    """train.device: each rank takes the GPU of its local rank (round robin)."""
+    want = cfg.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but this node has no usable CUDA device")
+    if want != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
     return torch.device("cpu")
 
 
@@ -141,18 +147,22 @@ def find_checkpoint(cfg: Config, run_dir: Path, log: RunLog) -> tuple[Path, dict
 def train(cfg: Config, comm: Comm) -> None:
     stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
     set_threads(cfg, comm)
-    device = pick_device(cfg, comm)
+    device = agree(comm, lambda: pick_device(cfg, comm))
     info = open_dataset(cfg, comm)
     plan = agree(comm, lambda: _plan(cfg, info))
     transform = agree(comm, lambda: make_transform(info, cfg.data.transform))
     torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
-    G, D = agree(comm, lambda: build_models(cfg.model, info.shape))
+    labelled = cfg.model.conditional or cfg.train.aux_classifier
+    num_classes = info.num_classes if labelled else 0
+    G, D = agree(
+        comm, lambda: build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
+    )
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
     try:
         found = agree(comm, lambda: find_checkpoint(cfg, run_dir, log))
-        trainer = Trainer(cfg, comm, G, D, device)
+        trainer = Trainer(cfg, comm, G, D, device, num_classes)
         reader = ShardReader(info, plan, comm.rank, comm.size, transform)
         loop = Loop(cfg, comm, trainer, reader, log, run_dir, stop, watchdog)
         start = 0

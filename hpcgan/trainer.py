@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hpcgan import losses
@@ -18,15 +21,18 @@ from hpcgan.config import Config, TrainConfig
 _DTYPES = {"fp64": torch.float64}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Streams of random numbers, each a pure function of (seed, step, stream): resuming at step s
-# draws exactly what the uninterrupted run drew, with no generator state to save.
-_STREAM_LATENT, _STREAM_GP, _STREAM_FIXED = 1, 2, 3
+# Streams of random numbers, each a pure function of (seed, batch index, stream): resuming at
+# any step draws exactly what the uninterrupted run drew, with no generator state to save.
+STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL = 1, 2, 3, 4
+
+STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
 
 
-def draw(seed: int, step: int, stream: int, shape: tuple[int, ...], kind: str = "normal"):
+def draw(seed: int, key: int, stream: int, shape: tuple[int, ...], kind: str = "normal"):
     """The same numbers on every rank and at any world size, for a global batch."""
-    key = int(np.random.SeedSequence([seed, step, stream]).generate_state(1)[0])
-    gen = torch.Generator().manual_seed(key)
+    gen = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, key, stream]).generate_state(1)[0])
+    )
     if kind == "uniform":
         return torch.rand(shape, generator=gen)
     return torch.randn(shape, generator=gen)
@@ -38,24 +44,45 @@ def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2))
 
 
-STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
+def batch_lr_factor(t: TrainConfig) -> float:
+    """train.lr_scaling: learning rates relative to the reference batch train.ref_batch."""
+    ratio = t.batch_size / t.ref_batch
+    return {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[t.lr_scaling]
 
 
-def _grads_finite(opt: torch.optim.Optimizer) -> bool:
+def _grads_finite(params: list[nn.Parameter]) -> bool:
     """One host sync: the sum of |grad| is finite iff every gradient element is."""
-    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     return bool(torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum().isfinite())
 
 
-class Trainer:
-    """G and D replicas, their optimizers, and the D-then-G update of one step."""
+def weight_penalty(module: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+    """l1 * sum|w| + l2 * sum w^2 over weight matrices and kernels (not biases or norms)."""
+    if not (l1 or l2):
+        return 0.0
+    weights = [p for p in module.parameters() if p.dim() > 1]
+    return sum(l1 * w.abs().sum() + l2 * w.square().sum() for w in weights)
 
-    def __init__(self, cfg: Config, comm: Comm, G: nn.Module, D: nn.Module, device: torch.device):
+
+class Trainer:
+    """G and D replicas, their optimizers, G's moving average, and the step that updates them."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        comm: Comm,
+        G: nn.Module,
+        D: nn.Module,
+        device: torch.device,
+        num_classes: int = 0,
+    ):
         self.cfg, self.comm, self.device = cfg, comm, device
         t = cfg.train
+        self.num_classes = num_classes
         self.dtype = _DTYPES.get(t.precision, torch.float32)
-        self.G = G.to(device=device, dtype=self.dtype)
-        self.D = D.to(device=device, dtype=self.dtype)
+        self._memory = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.G = G.to(device=device, dtype=self.dtype, memory_format=self._memory)
+        self.D = D.to(device=device, dtype=self.dtype, memory_format=self._memory)
         comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters
         comm.broadcast_module(self.D)
         # Both optimizers are created while every parameter requires grad (Horovod hooks).
@@ -64,22 +91,35 @@ class Trainer:
         fp16 = t.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type) if fp16 else None
         self.scaler_D = torch.amp.GradScaler(device.type) if fp16 else None
+        self.G_ema = None
+        if t.ema_halflife_images > 0:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_run = torch.compile(self.G) if t.compile else self.G
+        self.D_run = torch.compile(self.D) if t.compile else self.D
         self._autocast_dtype = _AUTOCAST.get(t.precision)
         self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device)
         self._stat_steps = 0
         self.bad_streak = 0  # consecutive steps with a non-finite averaged gradient
+        self.lr_scale = 1.0  # lowered by the divergence guard
+        self.images_seen = 0  # global images shown to D, for the EMA ramp
 
     # -- random numbers -------------------------------------------------------------------
 
     def _local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a global-batch tensor."""
         n = x.shape[0] // self.comm.size
-        r = self.comm.rank
-        return x[r * n : (r + 1) * n].to(self.device, self.dtype)
+        return x[self.comm.rank * n : (self.comm.rank + 1) * n].to(self.device)
 
-    def latents(self, step: int) -> torch.Tensor:
-        z = draw(self.cfg.train.seed, step, _STREAM_LATENT, (self.cfg.train.batch_size, self.z_dim))
-        return self._local(z)  # [n_local, z_dim]
+    def latents(self, key: int) -> torch.Tensor:
+        z = draw(self.cfg.train.seed, key, STREAM_LATENT, (self.cfg.train.batch_size, self.z_dim))
+        return self._local(z).to(self.dtype)  # [n_local, z_dim]
+
+    def fake_labels(self, key: int) -> torch.Tensor | None:
+        """Uniformly drawn classes for the generated half of batch ``key`` (conditional runs)."""
+        if not self.num_classes:
+            return None
+        u = draw(self.cfg.train.seed, key, STREAM_LABEL, (self.cfg.train.batch_size,), "uniform")
+        return self._local((u * self.num_classes).long().clamp_max(self.num_classes - 1))
 
     @property
     def z_dim(self) -> int:
@@ -93,69 +133,137 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def _update(
-        self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+        self,
+        loss: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+        module: nn.Module,
     ) -> bool:
-        """Backward, average gradients across ranks, then step without communicating again.
+        """Backward, average gradients across ranks, clip, then step without communicating.
 
         Returns False when the step was skipped because the averaged gradients are not finite.
         The average is bitwise the same on every rank, so every rank skips the same steps
-        without exchanging a flag.
+        without exchanging a flag (and an fp16 overflow on one rank is an overflow on all).
         """
         opt.zero_grad()  # frees the gradients (set_to_none)
         (scaler.scale(loss) if scaler else loss).backward()
         self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
         if scaler is not None:
             scaler.unscale_(opt)
-        finite = _grads_finite(opt)
+        params = list(module.parameters())
+        finite = _grads_finite(params)
         if finite:
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
             self.comm.step(opt, (lambda: scaler.step(opt)) if scaler else opt.step)
         if scaler is not None:
             scaler.update()  # on overflow: skipped above, and the loss scale is lowered here
         return finite
 
     def d_phase(
-        self, step: int, real: torch.Tensor, fake: torch.Tensor
+        self,
+        key: int,
+        real: torch.Tensor,
+        y_real: torch.Tensor | None,
+        fake: torch.Tensor,
+        y_fake: torch.Tensor | None,
     ) -> tuple[torch.Tensor, bool]:
+        """One discriminator update on batch ``key``: real [n, C, H, W] vs detached fakes."""
+        t = self.cfg.train
+        r1 = t.r1_gamma > 0 and key % t.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         with self._autocast():
-            logits_real = self.D(real)
-            logits_fake = self.D(fake)
-            loss = losses.d_loss(self.cfg.train.loss, logits_real, logits_fake)
-        if self.cfg.train.loss == "wgan-gp":
-            eps = self._local(
-                draw(self.cfg.train.seed, step, _STREAM_GP, (self.cfg.train.batch_size,), "uniform")
+            logits_real, aux_real = self.D_run(real, y_real)
+            logits_fake, aux_fake = self.D_run(fake, y_fake)
+            loss = losses.d_loss(t.loss, logits_real, logits_fake)
+            if aux_real is not None:  # AC-GAN: D also classifies both halves
+                loss = loss + t.aux_weight * (
+                    F.cross_entropy(aux_real.float(), y_real)
+                    + F.cross_entropy(aux_fake.float(), y_fake)
+                )
+        if t.loss == "wgan-gp":
+            eps = self._local(draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform"))
+            loss = loss + t.gp_weight * losses.gradient_penalty(
+                lambda x: self.D_run(x, y_real)[0], real, fake, eps
             )
-            loss = loss + self.cfg.train.gp_weight * losses.gradient_penalty(
-                self.D, real, fake, eps
-            )
-        ok = self._update(loss, self.opt_D, self.scaler_D)
+        if r1:  # lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every
+            penalty = losses.r1_penalty(logits_real, real)
+            loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
+        loss = loss + weight_penalty(self.D, t.l1, t.l2)
+        ok = self._update(loss, self.opt_D, self.scaler_D, self.D)
         self._stats[2] += logits_real.detach().float().mean()
         self._stats[3] += logits_fake.detach().float().mean()
         return loss.detach(), ok
 
-    def g_phase(self, fake: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def g_phase(self, fake: torch.Tensor, y_fake: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        t = self.cfg.train
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
             with self._autocast():
-                loss = losses.g_loss(self.cfg.train.loss, self.D(fake))
-            ok = self._update(loss, self.opt_G, self.scaler_G)
+                logits, aux = self.D_run(fake, y_fake)
+                loss = losses.g_loss(t.loss, logits)
+                if aux is not None:
+                    loss = loss + t.aux_weight * F.cross_entropy(aux.float(), y_fake)
+            loss = loss + weight_penalty(self.G, t.l1, t.l2)
+            ok = self._update(loss, self.opt_G, self.scaler_G, self.G)
         finally:
             self.D.requires_grad_(True)
         return loss.detach(), ok
 
-    def step(self, step: int, real: torch.Tensor) -> None:
-        """One generator step on this rank's slice ``real`` [n_local, C, H, W] of batch ``step``."""
-        real = real.to(self.device, self.dtype, non_blocking=True)
-        with self._autocast():
-            fake = self.G(self.latents(step))  # [n_local, C, H, W], kept for G's phase
-        loss_d, d_ok = self.d_phase(step, real, fake.detach())
-        loss_g, g_ok = self.g_phase(fake)
-        ok = d_ok and g_ok
+    def _set_learning_rates(self, step: int) -> None:
+        t = self.cfg.train
+        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        factor = batch_lr_factor(t) * warm * self.lr_scale
+        for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+
+    def step(self, step: int, batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Generator step ``step``: ``train.d_steps`` D updates, one on each of this rank's
+        slices ``(real [n, C, H, W], labels [n] or None)`` of the next global batches, then one
+        G update on the last D update's fakes."""
+        t = self.cfg.train
+        self._set_learning_rates(step)
+        ok = True
+        for j, (real, y_real) in enumerate(batches):
+            key = step * t.d_steps + j  # global batch index: latents, labels, GP draws
+            real = real.to(self.device, self.dtype, non_blocking=True)
+            real = real.contiguous(memory_format=self._memory)
+            y_real = None if y_real is None or not self.num_classes else y_real.to(self.device)
+            y_fake = self.fake_labels(key)
+            last = j == len(batches) - 1
+            with self._autocast(), torch.set_grad_enabled(last):
+                fake = self.G_run(self.latents(key), y_fake)  # [n, C, H, W]; last one kept for G
+            loss_d, d_ok = self.d_phase(key, real, y_real, fake.detach(), y_fake)
+            ok = ok and d_ok
+            self.images_seen += t.batch_size
+        loss_g, g_ok = self.g_phase(fake, y_fake)
+        ok = ok and g_ok
+        if g_ok:
+            self._update_ema()
         self.bad_streak = 0 if ok else self.bad_streak + 1
         if ok:  # a skipped step's losses are inf/nan: keep them out of the means
             self._stats[0] += loss_d.float()
             self._stats[1] += loss_g.float()
         self._stats[4] += not ok
         self._stat_steps += 1
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """G_ema <- beta G_ema + (1 - beta) G, beta from a half-life in images (not steps),
+        so it means the same at any batch size or world size; ramped up early on."""
+        if self.G_ema is None:
+            return
+        t = self.cfg.train
+        halflife = t.ema_halflife_images
+        if t.ema_rampup > 0:
+            halflife = min(halflife, self.images_seen * t.ema_rampup)
+        beta = 0.5 ** (t.batch_size / max(halflife, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p, 1 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
 
     def pop_stats(self) -> dict[str, float]:
         """Means since the last call, averaged over ranks (one small reduction per interval)."""
@@ -172,13 +280,16 @@ class Trainer:
 
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
-        """G's output [n, C, H, W] for fixed latents: the same images at every checkpoint."""
-        z = draw(self.cfg.train.seed, 0, _STREAM_FIXED, (n, self.z_dim)).to(self.device, self.dtype)
-        self.G.eval()
+        """G_ema's (else G's) output [n, C, H, W] for fixed latents (and classes 0, 1, 2, ...)."""
+        G = self.G_ema if self.G_ema is not None else self.G
+        z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim)).to(self.device, self.dtype)
+        y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
+        was_training = G.training
+        G.eval()
         try:
-            return self.G(z).float()
+            return G(z, y).float()
         finally:
-            self.G.train()
+            G.train(was_training)
 
     def fingerprint(self) -> str:
         """SHA-1 of G's and D's parameters: equal on all ranks iff the replicas are identical."""
@@ -196,25 +307,26 @@ class Trainer:
             "D": self.D.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
+            "images_seen": self.images_seen,
         }
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
         if self.scaler_G is not None:
             state["scaler_G"] = self.scaler_G.state_dict()
             state["scaler_D"] = self.scaler_D.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint; the learning rates then come from the config (times lr_scale)."""
+        """Load a checkpoint; learning rates then follow the config (see _set_learning_rates)."""
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
+        if self.G_ema is not None:
+            # A run that turns EMA on later starts its average from the current G.
+            self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
         if self.scaler_G is not None and "scaler_G" in state:
             self.scaler_G.load_state_dict(state["scaler_G"])
             self.scaler_D.load_state_dict(state["scaler_D"])
+        self.images_seen = int(state.get("images_seen", 0))
         self.bad_streak = 0
-
-    def scale_learning_rates(self, scale: float) -> None:
-        """Set both optimizers' learning rates to the configured ones times ``scale``."""
-        for opt, lr in ((self.opt_G, self.cfg.train.lr_g), (self.opt_D, self.cfg.train.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale

@@ -23,16 +23,19 @@ def test_dcgan_shapes(size, channels):
     x = G(z)
     assert x.shape == (3, channels, size, size)
     assert x.abs().max() <= 1  # tanh output
-    assert D(x).shape == (3,)
+    logits, aux = D(x)
+    assert logits.shape == (3,) and aux is None
 
 
 def test_dcgan_layout_follows_radford():
     G, D = build_models(ModelConfig(width=64, z_dim=100), (3, 64, 64))
     g_convs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     d_convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
-    # pytorch/examples: ngf*8 -> ngf*4 -> ngf*2 -> ngf -> nc; ndf -> ndf*2 -> ndf*4 -> ndf*8 -> 1
+    # pytorch/examples: ngf*8 -> ngf*4 -> ngf*2 -> ngf -> nc; ndf -> ndf*2 -> ndf*4 -> ndf*8,
+    # then its last 4x4 convolution, which is our linear head on the flattened 4x4 map.
     assert [c.out_channels for c in g_convs] == [512, 256, 128, 64, 3]
-    assert [c.out_channels for c in d_convs] == [64, 128, 256, 512, 1]
+    assert [c.out_channels for c in d_convs] == [64, 128, 256, 512]
+    assert D.out.in_features == 512 * 16 and D.out.out_features == 1
     assert all(c.kernel_size == (4, 4) for c in g_convs + d_convs)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules()) == 4
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()) == 3  # none on first
@@ -95,3 +98,63 @@ def test_transforms_round_trip_and_range():
     with pytest.raises(UserError, match="positive"):
         make_transform(_info("float32", "field", -1.0, 1.0), "log")
     assert math.isclose(log.hi, math.log(10.0))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet"])
+@pytest.mark.parametrize("size,channels", [(16, 1), (32, 3), (64, 2)])
+def test_every_arch_any_size_and_channels(arch, size, channels):
+    G, D = build_models(ModelConfig(arch=arch, width=8, z_dim=8), (channels, size, size))
+    x = G(torch.randn(2, 8))
+    assert x.shape == (2, channels, size, size)
+    assert D(x)[0].shape == (2,)
+
+
+def test_mlp_is_the_classic_layout():
+    G, D = build_models(ModelConfig(arch="mlp", width=64, z_dim=100), (1, 32, 32))
+    linears = [m for m in G.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [128, 256, 1024]
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [32, 64, 128, 256]
+    assert all(m.kernel_size == (5, 5) and m.stride == (2, 2) for m in convs)
+
+
+def test_resnet_depth_attention_and_spectral_norm():
+    cfg = ModelConfig(arch="resnet", width=8, depth=2, attention=16, spectral_norm=True)
+    G, D = build_models(cfg, (1, 32, 32))
+    from hpcgan.models.base import SelfAttention
+    from hpcgan.models.resnet import DownBlock, UpBlock
+
+    assert sum(isinstance(m, SelfAttention) for m in G.modules()) == 1
+    assert sum(isinstance(m, SelfAttention) for m in D.modules()) == 1
+    assert sum(isinstance(m, UpBlock) for m in G.modules()) == 3 * 2  # 3 stages x depth 2
+    assert sum(isinstance(m, DownBlock) for m in D.modules()) == 3 * 2
+    sn = [m for m in D.modules() if hasattr(m, "parametrizations")]
+    assert sn and all("weight" in m.parametrizations for m in sn)
+    # Spectral norm: the largest singular value of the (reshaped) weight is about 1.
+    D.train()
+    for _ in range(20):  # power iterations run in training-mode forwards
+        D(torch.randn(2, 1, 32, 32))
+    w = D.out.weight
+    assert torch.linalg.matrix_norm(w.detach(), ord=2).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_conditional_and_aux_classifier():
+    cfg = ModelConfig(arch="dcgan", width=8, z_dim=8, conditional=True)
+    G, D = build_models(cfg, (1, 16, 16), num_classes=10, aux_classifier=True)
+    y = torch.tensor([0, 3, 9])
+    x = G(torch.randn(3, 8), y)
+    logits, aux = D(x, y)
+    assert logits.shape == (3,) and aux.shape == (3, 10)
+    # The projection term makes D's output depend on the label.
+    assert not torch.allclose(D(x, y)[0], D(x, torch.tensor([1, 1, 1]))[0])
+    with pytest.raises(UserError, match="labels"):
+        build_models(cfg, (1, 16, 16), num_classes=0)
+
+
+def test_r1_penalty_matches_hand_computation():
+    """D(x) = sum(w * x**2): grad_x = 2 w x, so R1 = mean_n sum (2 w x_n)^2."""
+    w = torch.randn(1, 2, 3, 3)
+    real = torch.randn(4, 2, 3, 3, requires_grad=True)
+    logits = (w * real**2).flatten(1).sum(1)
+    expected = ((2 * w * real) ** 2).flatten(1).sum(1).mean()
+    assert losses.r1_penalty(logits, real).item() == pytest.approx(expected.item(), rel=1e-5)

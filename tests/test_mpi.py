@@ -104,3 +104,23 @@ def test_n_ranks_compute_what_one_rank_computes(tmp_path, digits_h5, precision, 
         f"{n}.{k}": v.double() for n, m in (("G", G), ("D", D)) for k, v in m.state_dict().items()
     }
     assert _relative(init, results[1]) > 1e-3
+
+
+def test_every_arch_loss_precision_at_two_ranks():
+    """36 combinations through the real Trainer + Horovod at np=2, in one mpirun."""
+    proc = launch([str(SCRIPTS / "combos.py")], np=2, module=None, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    combos = [r for r in records if r["check"] == "combo"]
+    assert len(combos) == 36
+    for r in combos:
+        assert r["identical"], f"replicas differ: {r}"
+        assert r["moved"], f"parameters did not change: {r}"
+    (phases,) = [r for r in records if r["check"] == "phases"]
+    # Horovod reduced only D's gradients in D's phase and only G's in G's phase.
+    assert phases["D"] == ["D"] and phases["G"] == ["G"]
+    (overflow,) = [r for r in records if r["check"] == "fp16_overflow"]
+    # Rank 1 alone overflowed; every rank skipped that D update and lowered its loss scale.
+    assert overflow["identical"]
+    assert all(unchanged and lowered for unchanged, lowered, _ in overflow["per_rank"])
+    assert len({streak for *_, streak in overflow["per_rank"]}) == 1

@@ -3,22 +3,61 @@
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from hpcgan.config import ModelConfig
 from hpcgan.errors import UserError
-from hpcgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from hpcgan.models.base import Discriminator, Generator, init_normal_
+from hpcgan.models.dcgan import DCGANBody, DCGANTrunk
+from hpcgan.models.mlp import ConvTrunk, MLPBody
+from hpcgan.models.resnet import ResNetBody, ResNetTrunk
+
+DEFAULT_DEPTH = {"mlp": 2, "dcgan": 1, "resnet": 1}
 
 
-def build_models(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for images of ``shape`` = (C, H, W), initialised as DCGAN does."""
+def build_models(
+    cfg: ModelConfig,
+    shape: tuple[int, int, int],
+    num_classes: int = 0,
+    aux_classifier: bool = False,
+) -> tuple[Generator, Discriminator]:
+    """(G, D) for images of ``shape`` = (C, H, W); ``num_classes`` > 0 when the data has labels.
+
+    ``model.conditional`` makes G class-conditional and adds D's projection term;
+    ``aux_classifier`` adds D's AC-GAN head. Both need labels.
+    """
     channels, height, width = shape
     if height != width or height < 16 or height & (height - 1):
         raise UserError(
             f"model.arch={cfg.arch} needs square images with a power-of-two size >= 16, "
             f"the dataset has {height}x{width}"
         )
-    if cfg.arch != "dcgan":
-        raise UserError(f"model.arch={cfg.arch} is not available yet; use dcgan")
-    G = DCGANGenerator(cfg.z_dim, channels, height, cfg.width, cfg.norm)
-    D = DCGANDiscriminator(channels, height, cfg.width, cfg.norm)
+    if (cfg.conditional or aux_classifier) and num_classes < 2:
+        raise UserError(
+            "model.conditional and train.aux_classifier need a dataset with /labels "
+            "of at least 2 classes"
+        )
+    depth = cfg.depth or DEFAULT_DEPTH[cfg.arch]
+    if cfg.arch == "dcgan" and depth != 1:
+        raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
+    classes = num_classes if (cfg.conditional or aux_classifier) else 0
+    embed = min(cfg.z_dim, 64) if cfg.conditional else 0
+    z_in = cfg.z_dim + embed
+    if cfg.arch == "mlp":
+        body: nn.Module = MLPBody(z_in, shape, cfg.width, depth)
+        trunk: nn.Module = ConvTrunk(shape, cfg.width)
+    elif cfg.arch == "dcgan":
+        body = DCGANBody(z_in, channels, height, cfg.width, cfg.norm)
+        trunk = DCGANTrunk(channels, height, cfg.width, cfg.norm)
+    else:
+        body = ResNetBody(z_in, channels, height, cfg.width, cfg.norm, depth, cfg.attention)
+        trunk = ResNetTrunk(channels, height, cfg.width, depth, cfg.attention)
+    G = Generator(body, cfg.z_dim, classes if cfg.conditional else 0, embed)
+    D = Discriminator(trunk, trunk.features, classes, cfg.conditional, aux_classifier)
+    init_normal_(G)
+    init_normal_(D)
+    if cfg.spectral_norm:
+        for m in list(D.modules()):
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                spectral_norm(m)
     return G, D
