@@ -296,7 +296,7 @@ class Trainer:
         digest = hashlib.sha1()
         for module in (self.G, self.D):
             for p in module.parameters():
-                digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                digest.update(p.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
     # -- state ----------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def report(**record) -> None:
 for arch, loss, precision in itertools.product(
     ("mlp", "dcgan", "resnet"), ("ns", "hinge", "wgan-gp"), ("fp32", "bf16", "fp16", "fp64")
 ):
-    trainer = make(arch, loss, precision)
+    # resnet with a self-attention block: its scalar gain is a 0-dim parameter.
+    trainer = make(arch, loss, precision, *(["model.attention=8"] if arch == "resnet" else []))
     before = trainer.fingerprint()
     for step in range(5):  # fp16 may skip its first steps while the loss scale settles
         trainer.step(step, [(batch(step), None)])
