@@ -127,7 +127,10 @@ class TrainConfig:
 class DistConfig:
     backend: str = _f(
         "auto",
-        "gradient averaging engine; auto = horovod under an MPI launcher, else none",
+        "gradient averaging engine: horovod (ring-allreduce in backward hooks), torch "
+        "(torch.distributed gloo/NCCL, one flat buffer per network), mpi (mpi4py Allreduce, one "
+        "flat buffer), none (one process); auto = horovod under an MPI launcher (torch if "
+        "horovod is missing), else none",
         choices=("auto", "horovod", "torch", "mpi", "none"),
     )
     timeout_s: float = _f(
@@ -291,8 +294,6 @@ def validate(cfg: Config, world_size: int) -> None:
         )
     if m.attention and (m.arch != "resnet" or m.attention & (m.attention - 1)):
         raise UserError("model.attention needs model.arch=resnet and a power-of-two resolution")
-    if cfg.dist.backend in ("torch", "mpi"):
-        raise UserError(f"dist.backend={cfg.dist.backend} is not available yet; use horovod")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

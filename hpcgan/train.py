@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     comm: Comm | None = None
     try:
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist.backend)
+        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s)
         validate(cfg, comm.size)
         train(cfg, comm)
         comm.close()

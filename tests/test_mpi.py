@@ -124,3 +124,20 @@ def test_every_arch_loss_precision_at_two_ranks():
     assert overflow["identical"]
     assert all(unchanged and lowered for unchanged, lowered, _ in overflow["per_rank"])
     assert len({streak for *_, streak in overflow["per_rank"]}) == 1
+
+
+@pytest.mark.parametrize("engine", ["torch", "mpi"])
+def test_engines_reach_horovods_parameters(tmp_path, digits_h5, engine):
+    """The flat-buffer engines compute what Horovod computes (fp32, batch norm on)."""
+    results = {}
+    for backend in ("horovod", engine):
+        run = tmp_path / backend
+        args = tiny(
+            run, digits_h5, "train.steps=10", "run.checkpoint_every=10", f"dist.backend={backend}"
+        )
+        proc = launch(args, np=2)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"engine {backend}" in (run / "log.txt").read_text()
+        results[backend] = _final_params(run)
+    rel = _relative(results["horovod"], results[engine])
+    assert rel < 1e-5, f"{engine} vs horovod: relative difference {rel:.2e}"

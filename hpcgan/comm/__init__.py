@@ -19,10 +19,22 @@ def under_mpi_launcher() -> bool:
     return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
-def make_comm(backend: str) -> Comm:
-    """The engine named by ``dist.backend`` (``auto``: Horovod under an MPI launcher)."""
+def _horovod_available() -> bool:
+    try:
+        import horovod.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_comm(backend: str, timeout_s: float = 900.0) -> Comm:
+    """The engine named by ``dist.backend``; ``auto`` is Horovod under an MPI launcher (the
+    torch engine where Horovod is not installed), else one plain process."""
     if backend == "auto":
-        backend = "horovod" if under_mpi_launcher() else "none"
+        if not under_mpi_launcher():
+            backend = "none"
+        else:
+            backend = "horovod" if _horovod_available() else "torch"
     if backend == "none":
         comm: Comm = SingleProcess()
         if under_mpi_launcher():
@@ -35,8 +47,14 @@ def make_comm(backend: str) -> Comm:
         from hpcgan.comm.horovod import HorovodComm
 
         comm = HorovodComm()
+    elif backend == "torch":
+        from hpcgan.comm.torch_engine import TorchDistComm
+
+        comm = TorchDistComm(timeout_s)
     else:
-        raise UserError(f"dist.backend={backend} is not available yet; use horovod or none")
+        from hpcgan.comm.mpi_engine import MPIAllreduceComm
+
+        comm = MPIAllreduceComm()
     _check_srun_saw_mpi(comm)
     return comm
 
