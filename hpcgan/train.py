@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -144,8 +145,18 @@ def find_checkpoint(cfg: Config, run_dir: Path, log: RunLog) -> tuple[Path, dict
     return found
 
 
-def train(cfg: Config, comm: Comm) -> None:
-    stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
+@dataclass
+class Pieces:
+    """What a training run is made of, built alike on every rank."""
+
+    info: DatasetInfo
+    device: torch.device
+    trainer: Trainer
+    reader: ShardReader
+
+
+def build(cfg: Config, comm: Comm) -> Pieces:
+    """Dataset, device, models and their trainer, and this rank's reader (shared with bench)."""
     set_threads(cfg, comm)
     device = agree(comm, lambda: pick_device(cfg, comm))
     info = open_dataset(cfg, comm)
@@ -157,14 +168,21 @@ def train(cfg: Config, comm: Comm) -> None:
     G, D = agree(
         comm, lambda: build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
     )
+    trainer = Trainer(cfg, comm, G, D, device, num_classes)
+    reader = ShardReader(info, plan, comm.rank, comm.size, transform)
+    return Pieces(info, device, trainer, reader)
+
+
+def train(cfg: Config, comm: Comm) -> None:
+    stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
+    pieces = build(cfg, comm)
+    info, device = pieces.info, pieces.device
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
     try:
         found = agree(comm, lambda: find_checkpoint(cfg, run_dir, log))
-        trainer = Trainer(cfg, comm, G, D, device, num_classes)
-        reader = ShardReader(info, plan, comm.rank, comm.size, transform)
-        loop = Loop(cfg, comm, trainer, reader, log, run_dir, stop, watchdog)
+        loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog)
         start = 0
         if found is not None:  # every rank loads the same file: identical replicas
             start = agree(comm, lambda: loop.restore(*found))

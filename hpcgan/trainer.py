@@ -16,6 +16,7 @@ from torch import nn
 from hpcgan import losses
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, TrainConfig
+from hpcgan.profile import NoTimer
 
 # Parameter dtype per train.precision; bf16 and fp16 keep fp32 weights and autocast the math.
 _DTYPES = {"fp64": torch.float64}
@@ -102,6 +103,7 @@ class Trainer:
         self.bad_streak = 0  # consecutive steps with a non-finite averaged gradient
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global images shown to D, for the EMA ramp
+        self.timer = NoTimer()  # hpcgan.bench swaps in a StepTimer
 
     # -- random numbers -------------------------------------------------------------------
 
@@ -146,18 +148,21 @@ class Trainer:
         without exchanging a flag (and an fp16 overflow on one rank is an overflow on all).
         """
         opt.zero_grad()  # frees the gradients (set_to_none)
-        (scaler.scale(loss) if scaler else loss).backward()
-        self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
-        if scaler is not None:
-            scaler.unscale_(opt)
-        params = list(module.parameters())
-        finite = _grads_finite(params)
-        if finite:
-            if self.cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
-            self.comm.step(opt, (lambda: scaler.step(opt)) if scaler else opt.step)
-        if scaler is not None:
-            scaler.update()  # on overflow: skipped above, and the loss scale is lowered here
+        with self.timer.section("backward"):
+            (scaler.scale(loss) if scaler else loss).backward()
+        with self.timer.section("grad_average"):
+            self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
+        with self.timer.section("optimizer"):
+            if scaler is not None:
+                scaler.unscale_(opt)
+            params = list(module.parameters())
+            finite = _grads_finite(params)
+            if finite:
+                if self.cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+                self.comm.step(opt, (lambda: scaler.step(opt)) if scaler else opt.step)
+            if scaler is not None:
+                scaler.update()  # on overflow: skipped above, and the loss scale lowered here
         return finite
 
     def d_phase(
@@ -173,7 +178,7 @@ class Trainer:
         r1 = t.r1_gamma > 0 and key % t.r1_every == 0
         if r1:
             real = real.detach().requires_grad_(True)
-        with self._autocast():
+        with self.timer.section("forward"), self._autocast():
             logits_real, aux_real = self.D_run(real, y_real)
             logits_fake, aux_fake = self.D_run(fake, y_fake)
             loss = losses.d_loss(t.loss, logits_real, logits_fake)
@@ -182,15 +187,16 @@ class Trainer:
                     F.cross_entropy(aux_real.float(), y_real)
                     + F.cross_entropy(aux_fake.float(), y_fake)
                 )
-        if t.loss == "wgan-gp":
-            eps = self._local(draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform"))
-            loss = loss + t.gp_weight * losses.gradient_penalty(
-                lambda x: self.D_run(x, y_real)[0], real, fake, eps
-            )
-        if r1:  # lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every
-            penalty = losses.r1_penalty(logits_real, real)
-            loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
-        loss = loss + weight_penalty(self.D, t.l1, t.l2)
+        with self.timer.section("forward"):  # penalties: their double backward counts here
+            if t.loss == "wgan-gp":
+                eps = self._local(draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform"))
+                loss = loss + t.gp_weight * losses.gradient_penalty(
+                    lambda x: self.D_run(x, y_real)[0], real, fake, eps
+                )
+            if r1:  # lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every
+                penalty = losses.r1_penalty(logits_real, real)
+                loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
+            loss = loss + weight_penalty(self.D, t.l1, t.l2)
         ok = self._update(loss, self.opt_D, self.scaler_D, self.D)
         self._stats[2] += logits_real.detach().float().mean()
         self._stats[3] += logits_fake.detach().float().mean()
@@ -200,7 +206,7 @@ class Trainer:
         t = self.cfg.train
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
-            with self._autocast():
+            with self.timer.section("forward"), self._autocast():
                 logits, aux = self.D_run(fake, y_fake)
                 loss = losses.g_loss(t.loss, logits)
                 if aux is not None:
@@ -233,7 +239,7 @@ class Trainer:
             y_real = None if y_real is None or not self.num_classes else y_real.to(self.device)
             y_fake = self.fake_labels(key)
             last = j == len(batches) - 1
-            with self._autocast(), torch.set_grad_enabled(last):
+            with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
                 fake = self.G_run(self.latents(key), y_fake)  # [n, C, H, W]; last one kept for G
             loss_d, d_ok = self.d_phase(key, real, y_real, fake.detach(), y_fake)
             ok = ok and d_ok
