@@ -57,7 +57,8 @@ class Loop:
             f"{self.comm.name} | global batch {cfg.train.batch_size}"
         )
         d_steps = cfg.train.d_steps  # global batches read per generator step
-        batches = Prefetcher(self.reader, first_batch=start * d_steps)
+        pin = self.trainer.device.type == "cuda"
+        batches = Prefetcher(self.reader, first_batch=start * d_steps, pin=pin)
         try:
             step = start
             t_last, s_last = time.perf_counter(), step

@@ -29,14 +29,25 @@ STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL = 1, 2, 3, 4
 STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
 
 
-def draw(seed: int, key: int, stream: int, shape: tuple[int, ...], kind: str = "normal"):
-    """The same numbers on every rank and at any world size, for a global batch."""
-    gen = torch.Generator().manual_seed(
+def draw(
+    seed: int,
+    key: int,
+    stream: int,
+    shape: tuple[int, ...],
+    kind: str = "normal",
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The same numbers on every rank and at any world size, for a global batch.
+
+    Drawn on ``device`` itself: no host-to-device copy (and no hidden sync) per step. CPU and
+    CUDA generators give different numbers, so a run is reproducible per device type.
+    """
+    gen = torch.Generator(device=device).manual_seed(
         int(np.random.SeedSequence([seed, key, stream]).generate_state(1)[0])
     )
     if kind == "uniform":
-        return torch.rand(shape, generator=gen)
-    return torch.randn(shape, generator=gen)
+        return torch.rand(shape, generator=gen, device=device)
+    return torch.randn(shape, generator=gen, device=device)
 
 
 def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -113,14 +124,16 @@ class Trainer:
         return x[self.comm.rank * n : (self.comm.rank + 1) * n].to(self.device)
 
     def latents(self, key: int) -> torch.Tensor:
-        z = draw(self.cfg.train.seed, key, STREAM_LATENT, (self.cfg.train.batch_size, self.z_dim))
+        shape = (self.cfg.train.batch_size, self.z_dim)
+        z = draw(self.cfg.train.seed, key, STREAM_LATENT, shape, device=self.device)
         return self._local(z).to(self.dtype)  # [n_local, z_dim]
 
     def fake_labels(self, key: int) -> torch.Tensor | None:
         """Uniformly drawn classes for the generated half of batch ``key`` (conditional runs)."""
         if not self.num_classes:
             return None
-        u = draw(self.cfg.train.seed, key, STREAM_LABEL, (self.cfg.train.batch_size,), "uniform")
+        shape = (self.cfg.train.batch_size,)
+        u = draw(self.cfg.train.seed, key, STREAM_LABEL, shape, "uniform", self.device)
         return self._local((u * self.num_classes).long().clamp_max(self.num_classes - 1))
 
     @property
@@ -189,7 +202,9 @@ class Trainer:
                 )
         with self.timer.section("forward"):  # penalties: their double backward counts here
             if t.loss == "wgan-gp":
-                eps = self._local(draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform"))
+                eps = self._local(
+                    draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform", self.device)
+                )
                 loss = loss + t.gp_weight * losses.gradient_penalty(
                     lambda x: self.D_run(x, y_real)[0], real, fake, eps
                 )
@@ -236,7 +251,11 @@ class Trainer:
             key = step * t.d_steps + j  # global batch index: latents, labels, GP draws
             real = real.to(self.device, self.dtype, non_blocking=True)
             real = real.contiguous(memory_format=self._memory)
-            y_real = None if y_real is None or not self.num_classes else y_real.to(self.device)
+            y_real = (
+                None
+                if y_real is None or not self.num_classes
+                else y_real.to(self.device, non_blocking=True)
+            )
             y_fake = self.fake_labels(key)
             last = j == len(batches) - 1
             with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
@@ -288,7 +307,8 @@ class Trainer:
     def samples(self, n: int) -> torch.Tensor:
         """G_ema's (else G's) output [n, C, H, W] for fixed latents (and classes 0, 1, 2, ...)."""
         G = self.G_ema if self.G_ema is not None else self.G
-        z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim)).to(self.device, self.dtype)
+        z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim), device=self.device)
+        z = z.to(self.dtype)
         y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
         was_training = G.training
         G.eval()

@@ -57,25 +57,36 @@ class ShardReader:
 
 
 class Prefetcher:
-    """Reads batch ``b+1`` on a background thread while the step on batch ``b`` computes."""
+    """Reads batch ``b+1`` on a background thread while the step on batch ``b`` computes.
 
-    def __init__(self, reader: ShardReader, first_batch: int) -> None:
-        self.reader = reader
+    With ``pin``, batches land in page-locked memory, so the copy to the GPU is asynchronous.
+    """
+
+    def __init__(self, reader: ShardReader, first_batch: int, pin: bool = False) -> None:
+        self.reader, self.pin = reader, pin
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcgan-data")
         self._next = first_batch
-        self._pending: Future = self._pool.submit(reader.read, first_batch)
+        self._pending: Future = self._pool.submit(self._load, first_batch)
+
+    def _load(self, global_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images, labels = self.reader.read(global_batch)
+        x = torch.from_numpy(images)
+        y = None if labels is None else torch.from_numpy(labels)
+        if self.pin:
+            x, y = x.pin_memory(), None if y is None else y.pin_memory()
+        return x, y
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        images, labels = self._pending.result()
+        batch = self._pending.result()
         self._next += 1
-        self._pending = self._pool.submit(self.reader.read, self._next)
-        return torch.from_numpy(images), None if labels is None else torch.from_numpy(labels)
+        self._pending = self._pool.submit(self._load, self._next)
+        return batch
 
     def seek(self, global_batch: int) -> None:
         """Continue from another batch (after reloading a checkpoint)."""
         self._pending.cancel()
         self._next = global_batch
-        self._pending = self._pool.submit(self.reader.read, global_batch)
+        self._pending = self._pool.submit(self._load, global_batch)
 
     def close(self) -> None:
         self._pending.cancel()
