@@ -18,7 +18,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_mpi_yield_when_idle := 1
 export HDF5_USE_FILE_LOCKING := FALSE
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean slurm
 
 # Idempotent: checks in about a second when everything is installed.
 venv:
@@ -33,7 +33,12 @@ demo: venv
 	echo "  checkpoint:  $(DEMO_DIR)/checkpoints/$$(cat $(DEMO_DIR)/checkpoints/latest)"; \
 	echo "  metrics:     $(DEMO_DIR)/metrics.jsonl   log: $(DEMO_DIR)/log.txt"
 
-test: venv
+# Slurm + munge for tests/test_slurm.py, installed only as root with apt-get (CI, containers);
+# elsewhere install.sh says why and those tests skip with the reason (pytest -ra shows it).
+slurm:
+	tools/slurm/install.sh || echo "make: no Slurm (see above): tests/test_slurm.py will skip"
+
+test: venv slurm
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 lint: venv

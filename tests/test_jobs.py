@@ -247,6 +247,16 @@ def test_slurm_term_is_forwarded_without_requeue(tmp_path: Path) -> None:
     assert _calls(tmp_path)[1:] == ["srun got TERM"]
 
 
+def test_slurm_term_to_mpirun_becomes_usr1(tmp_path: Path) -> None:
+    """Open MPI 5's mpirun kills its ranks on SIGTERM, so the template sends it SIGUSR1."""
+    bin_dir = _stubs(tmp_path, ("mpirun",), ("scontrol",))
+    env = _slurm_env(tmp_path, bin_dir, "signal", HPCGAN_LAUNCHER="mpirun")
+    result = _run_and_signal([BASH, str(SLURM)], env, tmp_path, signal.SIGTERM)
+    assert result.returncode == 75, result.stdout
+    assert _calls(tmp_path)[1:] == ["mpirun got USR1"]
+    assert "caught SIGTERM; forwarding SIGUSR1" in result.stdout
+
+
 def test_slurm_requeue_limit(tmp_path: Path) -> None:
     """HPCGAN_MAX_RESTARTS stops the requeue loop."""
     bin_dir = _stubs(tmp_path, ("srun",), ("scontrol",))

@@ -4,13 +4,15 @@
 # config, state, spool, sockets and logs in one folder. Needs root (slurmd and SlurmUser=root)
 # and the packages of tools/slurm/install.sh.
 #
-#   eval "$(tools/slurm/start.sh /tmp/myslurm)"   # prints: export SLURM_CONF=/tmp/myslurm/slurm.conf
+#   eval "$(tools/slurm/start.sh /tmp/myslurm)"   # prints export SLURM_CONF=/tmp/myslurm/...
 #   sbatch jobs/slurm.sbatch ...; squeue; sinfo
 #   tools/slurm/stop.sh /tmp/myslurm
 #
 # Environment: HPCGAN_SLURM_CPUS (default: nproc), HPCGAN_SLURM_TIMEOUT (seconds to wait for
-# the node to become idle, default 60). Exit codes: 0 up, 3 cannot run here (not root, no
-# Slurm), 1 the daemons did not come up (their log tails are printed).
+# the node to become idle, default 60), HPCGAN_SLURM_CRED_EXPIRE (seconds a requeued job waits
+# before it may start again, default 10; Slurm's own default is 120).
+# Exit codes: 0 up, 3 cannot run here (not root, no Slurm), 1 the daemons did not come up
+# (their log tails are printed).
 # Everything is private to the folder (ports are picked free, munged has its own key and
 # socket), so several clusters can run side by side and none touches a system Slurm.
 set -euo pipefail
@@ -36,6 +38,7 @@ fi
 node=$(hostname -s)
 cpus=${HPCGAN_SLURM_CPUS:-$(nproc)}
 timeout=${HPCGAN_SLURM_TIMEOUT:-60}
+cred_expire=${HPCGAN_SLURM_CRED_EXPIRE:-10}
 mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
 chmod 755 "$dir"
 
@@ -51,9 +54,12 @@ chown -R "$munge_user": "$dir/munge"
 chmod 700 "$dir/munge"
 chmod 400 "$key"
 socket=$dir/munge/munge.socket
-run_as_munge() { if [ "$munge_user" = root ]; then "$@"; else runuser -u "$munge_user" -- "$@"; fi; }
-run_as_munge munged --force --key-file="$key" --socket="$socket" --pid-file="$dir/munge/munged.pid" \
-  --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munged.seed" \
+run_as_munge() {
+  if [ "$munge_user" = root ]; then "$@"; else runuser -u "$munge_user" -- "$@"; fi
+}
+run_as_munge munged --force --key-file="$key" --socket="$socket" \
+  --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
+  --seed-file="$dir/munge/munged.seed" \
   || die "munged did not start: $(tail -n 5 "$dir/munge/munged.log" 2>/dev/null)"
 cp "$dir/munge/munged.pid" "$dir/munged.pid"
 munge -S "$socket" -n </dev/null | unmunge -S "$socket" >/dev/null \
@@ -81,7 +87,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$socket
+# cred_expire is also how long a requeued job waits before it may start again (default 120 s,
+# and releasing it earlier fails with "Job credential revoked"): short, for fast tests.
+AuthInfo=socket=$socket,cred_expire=$cred_expire
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -99,6 +107,9 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
+# Look at the queue every few seconds (defaults 60 s and 30 s): a requeued job starts as soon
+# as its cred_expire delay (below) has passed.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 # Jobs may requeue themselves (scontrol requeue) when they stop at the walltime warning.

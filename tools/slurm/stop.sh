@@ -18,11 +18,11 @@ pid_of() {  # the pid in $dir/$1.pid if that process is alive and is the $1 daem
   [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
 }
 
-stop() {  # TERM, up to 5 s, then KILL
-  local pid i
+stop() {  # TERM, up to 10 s (slurmctld saves its state), then KILL
+  local pid
   pid=$(pid_of "$1") || return 0
   kill "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do
+  for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
