@@ -73,6 +73,11 @@ class TrainConfig:
     gp_weight: float = _f(10.0, "gradient-penalty weight for wgan-gp")
     r1_gamma: float = _f(0.0, "R1 penalty weight gamma on real data (0 = off)")
     r1_every: int = _f(16, "lazy R1: apply every this many D steps, scaled up to match")
+    spectral_weight: float = _f(
+        0.0,
+        "weight of a G loss matching the radially averaged log power spectrum of generated "
+        "and real batches (for fields; 0 = off)",
+    )
     l1: float = _f(0.0, "L1 penalty on the weights of G and D")
     l2: float = _f(0.0, "L2 penalty on the weights of G and D")
     grad_clip: float = _f(0.0, "clip each network's averaged gradient to this norm (0 = off)")
@@ -274,6 +279,7 @@ def validate(cfg: Config, world_size: int) -> None:
         "dist.timeout_s": cfg.dist.timeout_s,
         "train.r1_gamma": t.r1_gamma,
         "train.l1": t.l1,
+        "train.spectral_weight": t.spectral_weight,
         "train.l2": t.l2,
         "train.grad_clip": t.grad_clip,
         "train.ema_halflife_images": t.ema_halflife_images,

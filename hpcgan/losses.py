@@ -52,3 +52,27 @@ def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     (grad,) = torch.autograd.grad(logits_real.float().sum(), real, create_graph=True)
     return grad.float().square().sum(dim=(1, 2, 3)).mean()
+
+
+def radial_power(x: torch.Tensor) -> torch.Tensor:
+    """Batch-mean radially averaged power spectrum of [N, C, H, W] maps, [min(H, W) // 2]
+    bins for k = 1 .. min(H, W) // 2 (differentiable; k = 0, the mean, is left out)."""
+    h, w = x.shape[-2:]
+    power = torch.fft.rfft2(x.float()).abs().square().mean(dim=(0, 1)) / (h * w)  # [H, W//2+1]
+    kx = torch.fft.fftfreq(h, d=1.0 / h, device=x.device)[:, None]
+    ky = torch.fft.rfftfreq(w, d=1.0 / w, device=x.device)[None, :]
+    ring = torch.hypot(kx, ky).round().long().flatten()
+    bins = min(h, w) // 2 + 1
+    keep = ring < bins
+    sums = torch.zeros(bins, device=x.device).index_add(0, ring[keep], power.flatten()[keep])
+    counts = torch.bincount(ring[keep], minlength=bins).clamp_min(1)
+    return (sums / counts)[1:]
+
+
+def spectral_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of log power spectra of a generated and a real batch: pulls G
+    towards the data's spatial statistics at every scale (and away from the checkerboard
+    peaks of strided transposed convolutions)."""
+    eps = 1e-12
+    target = radial_power(real.detach()).clamp_min(eps).log()
+    return (radial_power(fake).clamp_min(eps).log() - target).square().mean()

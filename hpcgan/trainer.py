@@ -217,7 +217,9 @@ class Trainer:
         self._stats[3] += logits_fake.detach().float().mean()
         return loss.detach(), ok
 
-    def g_phase(self, fake: torch.Tensor, y_fake: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    def g_phase(
+        self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
         t = self.cfg.train
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
@@ -226,6 +228,8 @@ class Trainer:
                 loss = losses.g_loss(t.loss, logits)
                 if aux is not None:
                     loss = loss + t.aux_weight * F.cross_entropy(aux.float(), y_fake)
+                if t.spectral_weight > 0:
+                    loss = loss + t.spectral_weight * losses.spectral_loss(fake, real)
             loss = loss + weight_penalty(self.G, t.l1, t.l2)
             ok = self._update(loss, self.opt_G, self.scaler_G, self.G)
         finally:
@@ -263,7 +267,7 @@ class Trainer:
             loss_d, d_ok = self.d_phase(key, real, y_real, fake.detach(), y_fake)
             ok = ok and d_ok
             self.images_seen += t.batch_size
-        loss_g, g_ok = self.g_phase(fake, y_fake)
+        loss_g, g_ok = self.g_phase(fake, y_fake, real)
         ok = ok and g_ok
         if g_ok:
             self._update_ema()

@@ -158,3 +158,14 @@ def test_r1_penalty_matches_hand_computation():
     logits = (w * real**2).flatten(1).sum(1)
     expected = ((2 * w * real) ** 2).flatten(1).sum(1).mean()
     assert losses.r1_penalty(logits, real).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_radial_power_of_white_noise_is_flat_and_spectral_loss_is_zero_on_itself():
+    x = torch.randn(64, 1, 32, 32)
+    p = losses.radial_power(x)
+    assert p.shape == (16,)
+    assert torch.allclose(p, torch.ones(16), rtol=0.15)  # unit-variance white noise: P(k) = 1
+    assert losses.spectral_loss(x, x).item() == pytest.approx(0.0, abs=1e-10)
+    fake = torch.randn(8, 1, 32, 32, requires_grad=True)
+    losses.spectral_loss(fake * 2, x).backward()  # differentiable; 4x power: (log 4)^2
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
