@@ -1,0 +1,153 @@
+"""Evaluate a trained generator against its data and print the metrics as one JSON object.
+
+    python -m hpcgan.evaluate runs/grf                                 # newest checkpoint
+    mpirun -np 8 python -m hpcgan.evaluate runs/grf/checkpoints/step-00002000.pt --n 50000
+    python -m hpcgan.evaluate runs/cifar --inception weights-inception-2015-12-05-6726825d.pth
+
+Under mpirun each rank generates and featurises its share of the samples and the statistics
+are summed across ranks: the numbers equal the one-process ones up to the order of sums.
+Metrics (lower is better, 0 = indistinguishable, unless said otherwise):
+  eval/ks, eval/w1            pixel values: Kolmogorov-Smirnov; 1-Wasserstein in data units
+  eval/mean_rel_err, eval/std_rel_err    relative error of the pixel mean and std
+  eval/ps_rel_err             power spectrum: mean over k >= 1 of |P_gen(k) / P_data(k) - 1|
+  eval/minkowski_err          Minkowski functionals V0 (area), V1 (boundary), V2 (Euler
+                              characteristic) at thresholds on the data's 5%..95% quantiles;
+                              mean error relative to each curve's peak (also _v0/_v1/_v2)
+  eval/fd_classifier, eval/kid_classifier   Frechet / kernel distance of the features of a
+                              small CNN trained on the labelled data (cached in RUN_DIR/eval)
+  eval/coverage_min           smallest fraction of samples in one predicted class (higher is
+                              better; 0.1 for 10 balanced classes); per class eval/class_frac/K
+  eval/fd_inception, eval/kid_inception     with --inception (torch-fidelity, local weights)
+The spectrum and Minkowski metrics apply to fields and one-channel images, the classifier
+metrics to labelled data. "baseline" holds the same metrics between two halves of the real
+samples: the noise floor at this sample size.
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from hpcgan.comm import under_mpi_launcher
+from hpcgan.comm.base import Comm, SingleProcess
+from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
+from hpcgan.metrics.inception import default_weights
+from hpcgan.sample import LoadedRun, load_run
+from hpcgan.train import agree, set_threads
+
+
+def control_comm() -> Comm:
+    """mpi4py's control plane under an MPI launcher (no Horovod needed), else one process."""
+    if under_mpi_launcher():
+        from hpcgan.comm.mpi import MPIControl
+
+        return MPIControl()
+    return SingleProcess()
+
+
+def device_for(comm: Comm) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def cache_dir(run: LoadedRun) -> Path | None:
+    return run.run_dir / "eval" if run.run_dir is not None else None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpcgan.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", metavar="RUN_DIR|CHECKPOINT", help="run directory or .pt file")
+    parser.add_argument("--data", help="the real dataset, if not the one in the run's config")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples (default {DEFAULT_N})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of latents and real picks")
+    parser.add_argument(
+        "--inception",
+        nargs="?",
+        const=str(default_weights()),
+        metavar="WEIGHTS",
+        help="also Inception FID/KID (needs torch-fidelity); WEIGHTS defaults to "
+        f"{default_weights()}",
+    )
+    return parser.parse_args(argv)
+
+
+def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
+    if args.n < 2:
+        raise UserError(f"--n must be at least 2, got {args.n}")
+    device = device_for(comm)
+    run = agree(comm, lambda: load_run(args.target, args.data, device))
+    set_threads(run.cfg, comm)
+    start = time.perf_counter()
+    inception = Path(args.inception) if args.inception else None
+    evaluator = agree(
+        comm,
+        lambda: Evaluator(
+            run.info,
+            run.transform,
+            comm,
+            device,
+            run.cfg.model.z_dim,
+            args.n,
+            args.seed,
+            cache_dir(run),
+            inception,
+        ),
+    )
+    setup = time.perf_counter()
+    metrics = evaluator.evaluate(run.G)
+    out = {
+        "checkpoint": str(run.checkpoint),
+        "step": run.step,
+        "data": run.info.path,
+        "n": args.n,
+        "n_real": evaluator.real.n,
+        "seed": args.seed,
+        "ranks": comm.size,
+        "seconds_setup": round(setup - start, 3),  # classifier and real statistics (cached)
+        "seconds": round(time.perf_counter() - setup, 3),  # generate, featurise, reduce
+        "metrics": metrics,
+        "baseline": evaluator.baseline().metrics,
+    }
+    if evaluator.classifier is not None:
+        out["classifier_heldout_accuracy"] = evaluator.classifier.accuracy
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    comm: Comm | None = None
+    try:
+        comm = control_comm()
+        result = evaluate(args, comm)
+        if comm.rank == 0:
+            print(json.dumps(result, indent=1), flush=True)
+        comm.close()
+        return EXIT_OK
+    except UserError as e:  # raised on every rank alike (agree), so every rank exits
+        if comm is None or comm.rank == 0:
+            print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except Exception:
+        print(f"hpcgan: rank {0 if comm is None else comm.rank} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        if comm is not None and comm.size > 1:
+            comm.abort(EXIT_FAILURE)  # nobody waits on us
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

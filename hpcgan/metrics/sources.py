@@ -1,0 +1,102 @@
+"""Where evaluation samples come from, in global blocks that do not depend on the world size.
+
+Real samples: the first blocks of a seeded segment order of the file (the training sampler's
+:class:`~hpcgan.data.sharding.ShardPlan` with one block per "batch"), so a sorted file is still
+sampled evenly and each block is a few contiguous reads. Generated samples: block ``b`` holds
+global samples ``b*BLOCK ..``, whose latents come from ``draw(seed, b, STREAM_EVAL_LATENT)`` and
+whose classes (conditional G) are ``i % num_classes``. Block ``b`` is handled by rank
+``b % world``; since every statistic is a sum, the result is the same at any world size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.sharding import ShardPlan
+from hpcgan.trainer import draw
+
+BLOCK = 128
+# Streams of hpcgan.trainer.draw reserved for evaluation, far from the trainer's 1, 2, 3, ...
+STREAM_EVAL_LATENT = 101
+
+
+def rank_blocks(num_blocks: int, rank: int, world: int) -> range:
+    """The global blocks that rank ``rank`` of ``world`` handles (round robin: balanced)."""
+    return range(rank, num_blocks, world)
+
+
+class RealPicks:
+    """About ``n`` real samples (whole blocks, at most the file), the same at any world size."""
+
+    def __init__(self, info: DatasetInfo, n: int, seed: int, block: int = BLOCK) -> None:
+        self.info = info
+        self.block = min(block, info.n)
+        segment = info.chunk_samples if info.compression else 8  # as training reads
+        self.plan = ShardPlan(info.n, self.block, segment, seed)
+        self.num_blocks = max(1, min(math.ceil(n / self.block), self.plan.batches_per_epoch))
+        self.n = self.num_blocks * self.block
+
+    def read(self, blocks: range) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(block, images [block, C, H, W] as stored, labels [block] or None) for each block."""
+        with h5py.File(self.info.path, "r", locking=False) as f:
+            images = f["images"]
+            labels = f["labels"] if self.info.has_labels else None
+            for b in blocks:
+                runs = self.plan.runs(b, 0, 1)
+                raw = np.concatenate([images[a:z] for a, z in runs])
+                lab = np.concatenate([labels[a:z] for a, z in runs]) if labels is not None else None
+                yield b, raw, lab
+
+
+def latents(seed: int, block: int, z_dim: int, size: int = BLOCK) -> torch.Tensor:
+    """Latents [size, z_dim] of global samples block*BLOCK .. block*BLOCK + size - 1."""
+    return draw(seed, block, STREAM_EVAL_LATENT, (BLOCK, z_dim))[:size]
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z_dim: int, seed: int, block: int, size: int = BLOCK) -> torch.Tensor:
+    """G's output [size, C, H, W] (float32, in [-1, 1]) for the first ``size`` samples of a block.
+
+    G runs in eval mode (BatchNorm from running statistics: a sample does not depend on the
+    others in its batch); its previous mode is restored.
+    """
+    p = next(G.parameters())
+    z = latents(seed, block, z_dim, size).to(p.device, p.dtype)
+    classes = getattr(G, "num_classes", 0)
+    was_training = G.training
+    G.eval()
+    try:
+        if classes:
+            y = (torch.arange(size, device=p.device) + block * BLOCK) % classes
+            return G(z, y).float()
+        return G(z).float()
+    finally:
+        G.train(was_training)
+
+
+def num_fake_blocks(n: int) -> int:
+    """Blocks that hold n generated samples (the last one may be partly used)."""
+    return math.ceil(n / BLOCK)
+
+
+def fake_block_size(n: int, block: int) -> int:
+    """Samples of block ``block`` among the first n."""
+    return min(BLOCK, n - block * BLOCK)
+
+
+def dataset_identity(info: DatasetInfo) -> dict[str, object]:
+    """What names a dataset file's contents cheaply: cache keys change when the file does."""
+    stat = Path(info.path).stat()
+    return {
+        "path": str(Path(info.path).resolve()),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }

@@ -1,0 +1,117 @@
+"""Sufficient statistics of a set of samples: sums that add across batches and ranks.
+
+Every metric (hpcgan.metrics.compare) is computed from these sums of real and of generated
+samples, so a rank accumulates its blocks and one ``allreduce_sum`` makes the totals; the
+result equals the one-rank result up to the order of floating-point additions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpcgan.comm.base import Comm
+from hpcgan.metrics import histogram, minkowski, spectrum
+
+Totals = dict[str, np.ndarray]  # reduced sums by name, on the host
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What is accumulated: fixed by the dataset and the feature extractors, not by the data."""
+
+    shape: tuple[int, int, int]  # (C, H, W)
+    spatial: bool  # power spectrum and Minkowski functionals (fields, one-channel images)
+    features: dict[str, int] = field(default_factory=dict)  # extractor name -> feature size
+    num_classes: int = 0  # classes the classifier predicts (coverage); 0 = none
+    kid_rows: int = 0  # features of the first kid_rows samples, kept for KID
+    bins: int = histogram.BINS
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every sum (``/kid`` rows are kept, not summed, but add as zeros)."""
+        _, h, w = self.shape
+        out: dict[str, tuple[int, ...]] = {"count": (1,), "moments": (2,), "pixels": (self.bins,)}
+        if self.spatial:
+            out["power"] = (spectrum.num_bins(h, w),)
+            out["minkowski"] = (3, self.bins)
+        for name, dim in self.features.items():
+            out[f"{name}/sum"] = (dim,)
+            out[f"{name}/outer"] = (dim, dim)
+            out[f"{name}/kid"] = (self.kid_rows, dim)
+        if self.num_classes:
+            out["classes"] = (self.num_classes,)
+        return out
+
+
+class SampleStats:
+    """Accumulates the sums of one set of samples (real or generated) on one rank."""
+
+    def __init__(self, layout: Layout, device: torch.device) -> None:
+        self.layout = layout
+        self.sums = {
+            k: torch.zeros(s, dtype=torch.float64, device=device)
+            for k, s in layout.shapes().items()
+        }
+
+    def add(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        first: int,
+        features: dict[str, torch.Tensor],
+        predicted: torch.Tensor | None = None,
+    ) -> None:
+        """One batch: ``y`` [b, C, H, W] in the networks' coordinate, ``x`` the same samples in
+        physical units, ``first`` the position of y[0] in this set (for KID's rows),
+        ``features`` [b, d] per extractor, ``predicted`` classes [b]."""
+        s, lay = self.sums, self.layout
+        index = histogram.bin_index(y, lay.bins)  # [b, C, H, W]
+        s["count"] += y.shape[0]
+        s["pixels"] += histogram.count(index, lay.bins)
+        xd = x.double()
+        s["moments"] += torch.stack([xd.sum(), xd.square().sum()])
+        if lay.spatial:
+            s["power"] += spectrum.power_sums(x)
+            s["minkowski"] += minkowski.edge_vertex_counts(index, lay.bins)
+        for name, f in features.items():
+            f = f.double()  # [b, d]
+            s[f"{name}/sum"] += f.sum(dim=0)
+            s[f"{name}/outer"] += f.T @ f
+            rows = max(0, min(len(f), lay.kid_rows - first))
+            s[f"{name}/kid"][first : first + rows] = f[:rows]  # others stay 0: the sum keeps it
+        if predicted is not None and lay.num_classes:
+            s["classes"] += torch.bincount(predicted, minlength=lay.num_classes).double()
+
+    def reduce(self, comm: Comm) -> Totals:
+        """Collective: the sums over all ranks, on the host (one allreduce)."""
+        names = list(self.sums)
+        flat = torch.cat([self.sums[k].flatten() for k in names]).cpu().numpy()
+        total = comm.allreduce_sum(flat)
+        out, pos = {}, 0
+        for k in names:
+            size = self.sums[k].numel()
+            out[k] = total[pos : pos + size].reshape(self.sums[k].shape)
+            pos += size
+        return out
+
+
+def merge(a: Totals, b: Totals) -> Totals:
+    """Totals of the union of two disjoint sets; KID's rows are the first set's."""
+    return {k: a[k] if k.endswith("/kid") else a[k] + b[k] for k in a}
+
+
+def save(path: Path, totals: Totals) -> None:
+    """Write atomically (a temporary name, then rename): readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **totals)
+    tmp.replace(path)
+
+
+def load(path: Path) -> Totals:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

@@ -1,0 +1,296 @@
+"""Figures and a text summary of a run: is the generator good enough for its purpose?
+
+    python -m hpcgan.report runs/grf                 # writes runs/grf/report/
+    python -m hpcgan.report runs/grf --n 5000 --data /scratch/grf.h5 --out /tmp/grf-report
+
+Reads RUN_DIR/metrics.jsonl, evaluates the newest checkpoint (G_ema when saved) on --n samples
+against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval), and writes:
+  losses.png       loss/D and loss/G per log interval
+  throughput.png   training images per second per log interval
+  metrics.png      the eval/* metrics that training logged (run.eval_every), over steps
+  spectrum.png     power spectrum P(k) of data and samples, and their ratio
+  histogram.png    pixel-value distribution of data and samples, in physical units
+  minkowski.png    Minkowski functionals V0, V1, V2 of data and samples over thresholds
+  classes.png      fraction of samples per predicted class, next to the data's
+  samples.png      real samples (left) next to generated ones (right)
+  summary.txt      the run, the training, and every metric next to its noise floor
+Spectrum and Minkowski figures are drawn for fields and one-channel images, classes.png for
+labelled data, the others always (when their records exist).
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from hpcgan import images
+from hpcgan.comm.base import SingleProcess
+from hpcgan.data.schema import SchemaError
+from hpcgan.errors import EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.metrics.evaluate import Evaluator, Result
+from hpcgan.metrics.minkowski import NAMES
+from hpcgan.sample import LoadedRun, generate, load_run
+
+GRID = 36  # real and generated samples in samples.png
+
+
+def read_records(path: Path) -> list[dict]:
+    """metrics.jsonl records; a line cut short by a crash is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_lines(records: list[dict], keys: list[str], ylabel: str, path: Path) -> Path | None:
+    """One line per key over steps; None when no record holds any of them."""
+    present = [k for k in keys if _series(records, k)[0]]
+    if not present:
+        return None
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for key in present:
+        ax.plot(*_series(records, key), label=key)
+    ax.set(xlabel="step", ylabel=ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_metrics(records: list[dict], path: Path) -> Path | None:
+    """One panel per eval/* metric over steps (log scale when it spans decades)."""
+    keys = sorted(
+        {k for r in records for k in r if k.startswith("eval/") and "class_frac" not in k}
+    )
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig = Figure(figsize=(4 * cols, 3 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, key in zip(axes, keys):
+        steps, values = _series(records, key)
+        ax.plot(steps, values, marker=".")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+        if min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_spectrum(c: dict[str, np.ndarray], path: Path) -> Path:
+    fig = Figure(figsize=(7, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    k = c["k"][1:]
+    top.loglog(k, c["ps_real"][1:], "k-", label="data")
+    top.loglog(k, c["ps_fake"][1:], "r--", label="generated")
+    top.set_ylabel("P(k)")
+    top.legend()
+    bottom.loglog(k, c["ps_fake"][1:] / c["ps_real"][1:], "r-")
+    bottom.axhline(1.0, color="k", lw=0.8)
+    bottom.set(xlabel="k (cycles per image)", ylabel="generated / data")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def _coarse(counts: np.ndarray, factor: int = 64) -> np.ndarray:
+    """Merge neighbouring fine bins so a plotted histogram is not dominated by noise."""
+    return counts.reshape(-1, factor).sum(axis=1)
+
+
+def plot_histogram(c: dict[str, np.ndarray], metrics: dict[str, float], log_x: bool, path: Path):
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    edges = c["values"].reshape(-1, 64)[:, 0]  # left value of each merged bin
+    for key, style, label in (("pixels_real", "k-", "data"), ("pixels_fake", "r--", "generated")):
+        density = _coarse(c[key]) / max(c[key].sum(), 1.0)
+        ax.step(edges, density, style, where="post", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel="pixel value (data units)", ylabel="fraction of pixels", yscale="log")
+    ax.set_title(f"KS {metrics['eval/ks']:.4f}   W1 {metrics['eval/w1']:.4g}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_minkowski(c: dict[str, np.ndarray], log_x: bool, path: Path) -> Path:
+    fig = Figure(figsize=(12, 3.6))
+    labels = ("V0: area fraction", "V1: boundary length per pixel", "V2: Euler char. per pixel")
+    for i, ax in enumerate(fig.subplots(1, 3)):
+        ax.plot(c["thresholds"], c["mink_real"][i], "k.-", label="data")
+        ax.plot(c["thresholds"], c["mink_fake"][i], "r.--", label="generated")
+        ax.set(xlabel="threshold (data units)", title=f"{NAMES[i]}: {labels[i].split(': ')[1]}")
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels would overlap
+        ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_classes(c: dict[str, np.ndarray], path: Path) -> Path:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    classes = np.arange(len(c["class_frac_real"]))
+    ax.bar(classes - 0.2, c["class_frac_real"], 0.4, color="k", label="data")
+    ax.bar(classes + 0.2, c["class_frac_fake"], 0.4, color="r", label="generated")
+    ax.set(xlabel="class predicted by the classifier", ylabel="fraction", xticks=classes)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_samples(real: torch.Tensor, fake: torch.Tensor, field: bool, path: Path) -> Path:
+    """Real and generated grids side by side, in the networks' [-1, 1] scale."""
+    fig = Figure(figsize=(10, 5.3))
+    for ax, batch, title in zip(fig.subplots(1, 2), (real, fake), ("data", "generated")):
+        grid = images.grid(batch)
+        ax.imshow(
+            grid[:, :, 0] if grid.shape[2] != 3 else grid, cmap="viridis" if field else "gray"
+        )
+        ax.set_title(title)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def real_batch(evaluator: Evaluator, n: int) -> torch.Tensor:
+    """The first n real evaluation samples [n, C, H, W] in [-1, 1]."""
+    _, raw, _ = next(evaluator.real.read(range(1)))
+    return torch.from_numpy(evaluator.transform.encode(raw[:n]))
+
+
+def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: Result) -> str:
+    info = run.info
+    lines = [
+        f"hpcgan report: {run.run_dir}",
+        f"checkpoint {run.checkpoint.name}: step {run.step} of {run.cfg.train.steps}, "
+        f"weights {run.network}",
+        f"data {info.path}: {info.n} x {info.channels}x{info.height}x{info.width} {info.kind}",
+    ]
+    last = next((r for r in reversed(records) if "loss/D" in r), None)
+    if last:
+        rates = _series(records, "throughput/img_s")[1][-10:]
+        lines.append(
+            f"training: last loss/D {last['loss/D']:.4g}, loss/G {last['loss/G']:.4g}; "
+            f"throughput {np.median(rates):.0f} img/s (median of the last {len(rates)} intervals)"
+        )
+    lines += [
+        "",
+        f"evaluation: {evaluator.n} generated vs {evaluator.real.n} real samples; "
+        "noise floor = the same metric between two halves of the real samples",
+        f"  {'metric':<24} {'value':>12} {'noise floor':>12} {'x floor':>9}",
+    ]
+    floor = evaluator.baseline().metrics
+    for name, value in result.metrics.items():
+        if "class_frac" in name:
+            continue
+        base = floor.get(name, float("nan"))
+        ratio = value / base if base > 0 and name != "eval/coverage_min" else float("nan")
+        lines.append(f"  {name:<24} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}")
+    if evaluator.classifier is not None:
+        acc = evaluator.classifier.accuracy
+        lines.append(f"classifier held-out accuracy on the real data: {acc:.1%}")
+    lines.append("lower is better for every metric except eval/coverage_min")
+    return "\n".join(lines) + "\n"
+
+
+def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
+    """Write every figure that applies and summary.txt into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_records(run.run_dir / "metrics.jsonl") if run.run_dir else []
+    cache = run.run_dir / "eval" if run.run_dir else None
+    evaluator = Evaluator(
+        run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
+        run.cfg.model.z_dim, n, 0, cache,
+    )  # fmt: skip
+    result = evaluator.run(run.G)
+    curves, log_x = result.curves, run.transform.kind == "log"
+    written = [
+        plot_lines(records, ["loss/D", "loss/G"], "loss", out / "losses.png"),
+        plot_lines(records, ["throughput/img_s"], "images / s", out / "throughput.png"),
+        plot_metrics(records, out / "metrics.png"),
+        plot_histogram(curves, result.metrics, log_x, out / "histogram.png"),
+    ]
+    if "ps_real" in curves:
+        written.append(plot_spectrum(curves, out / "spectrum.png"))
+        written.append(plot_minkowski(curves, log_x, out / "minkowski.png"))
+    if "class_frac_real" in curves:
+        written.append(plot_classes(curves, out / "classes.png"))
+    count = min(GRID, n, evaluator.real.block)
+    fake = generate(run, count, 0)
+    written.append(
+        plot_samples(
+            real_batch(evaluator, count), fake, run.info.kind == "field", out / "samples.png"
+        )
+    )
+    (out / "summary.txt").write_text(summary(run, records, evaluator, result))
+    return [p for p in written if p is not None] + [out / "summary.txt"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpcgan.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    parser.add_argument("--n", type=int, default=2000, help="samples to evaluate (default 2000)")
+    parser.add_argument("--data", help="the training dataset, if not where its config says")
+    parser.add_argument("--out", help="folder for the figures (default RUN_DIR/report)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.n < 2:
+            raise UserError(f"--n must be at least 2, got {args.n}")
+        if not Path(args.run_dir).is_dir():
+            raise UserError(f"{args.run_dir}: no such run directory")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        run = load_run(args.run_dir, args.data, device)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "report"
+        written = report(run, args.n, out)
+    except (UserError, SchemaError) as e:
+        print(f"hpcgan: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"hpcgan: error: cannot write the report: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {len(written)} files to {out}:")
+    print((out / "summary.txt").read_text(), end="")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
