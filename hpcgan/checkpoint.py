@@ -31,20 +31,27 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
         os.close(dir_fd)
 
 
-def save(directory: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as step-N.pt (temp name, fsync, rename), then ``latest``, then prune."""
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(int(state["step"]))
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+def save_as(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp name, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(state, tmp)
-        _fsync_replace(tmp, final)
-        latest_tmp = directory / f".latest.tmp-{os.getpid()}"
+        _fsync_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save(directory: Path, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as step-N.pt, then point ``latest`` at it, then prune the oldest."""
+    final = save_as(directory / checkpoint_name(int(state["step"])), state)
+    latest_tmp = directory / f".latest.tmp-{os.getpid()}"
+    try:
         latest_tmp.write_text(final.name + "\n")
         _fsync_replace(latest_tmp, directory / "latest")
     finally:
-        for leftover in directory.glob(f".*.tmp-{os.getpid()}"):
-            leftover.unlink(missing_ok=True)
+        latest_tmp.unlink(missing_ok=True)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -153,6 +153,16 @@ class RunConfig:
     log_every: int = _f(50, "steps between progress lines and metrics.jsonl records")
     keep: int = _f(3, "checkpoints kept")
     sample_n: int = _f(64, "images in each sample grid")
+    eval_every: int = _f(
+        1000, "steps between evaluations of G_ema (metrics.jsonl, TensorBoard); 0 = never"
+    )
+    eval_n: int = _f(10000, "samples per evaluation")
+    best_metric: str = _f(
+        "auto",
+        "keep checkpoints/best.pt by this metric (e.g. eval/ps_rel_err); auto = "
+        "eval/fd_classifier for labelled data, else eval/ps_rel_err; none = off",
+    )
+    tensorboard: bool = _f(True, "write TensorBoard event files to RUN_DIR/tensorboard")
 
 
 @dataclass
@@ -261,6 +271,7 @@ def validate(cfg: Config, world_size: int) -> None:
         "run.log_every": r.log_every,
         "run.keep": r.keep,
         "run.sample_n": r.sample_n,
+        "run.eval_n": r.eval_n,
         "train.max_bad_steps": t.max_bad_steps,
         "train.r1_every": t.r1_every,
         "train.d_steps": t.d_steps,
@@ -287,6 +298,7 @@ def validate(cfg: Config, world_size: int) -> None:
         "train.warmup_steps": t.warmup_steps,
         "model.depth": m.depth,
         "model.attention": m.attention,
+        "run.eval_every": r.eval_every,
     }
     for key, value in non_negative.items():
         if value < 0:

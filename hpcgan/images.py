@@ -25,10 +25,11 @@ def grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
     return out
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, min_tile: int = 64) -> None:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, min_tile: int = 64) -> np.ndarray:
     """Write a grid PNG; grey-scale for one channel, RGB for three, else the first channel.
 
     Small images are enlarged (nearest neighbour) to ``min_tile`` pixels so a person can see them.
+    Returns the grid's pixels [H, W, C].
     """
     factor = max(1, -(-min_tile // images.shape[-1]))
     if factor > 1:
@@ -41,3 +42,4 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, min_tile: int = 64)
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(mode_pixels).save(tmp, format="PNG")
     os.replace(tmp, path)
+    return pixels

@@ -14,6 +14,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.errors import Diverged, Preempted, UserError
+from hpcgan.metrics.evaluate import Evaluator, better
 from hpcgan.monitor import RunLog, format_eta
 from hpcgan.preempt import StopRequest
 from hpcgan.trainer import Trainer
@@ -32,7 +33,10 @@ class Loop:
     run_dir: Path
     stop: StopRequest
     watchdog: Watchdog
+    board: Any = None  # hpcgan.board.Board on rank 0 when TensorBoard is on
     recovered: bool = False  # the divergence guard has reloaded a checkpoint already
+    evaluator: Evaluator | None = None  # built at the first evaluation (collective)
+    best: float | None = None  # best value of run.best_metric so far
 
     def restore(self, path: Path, state: dict[str, Any]) -> int:
         """Load a checkpoint into this rank; return the step to continue from."""
@@ -44,6 +48,7 @@ class Loop:
         guard = state.get("guard", {})
         self.trainer.lr_scale = float(guard.get("lr_scale", 1.0))
         self.recovered = bool(guard.get("recovered", False))
+        self.best = state.get("best", {}).get("value")
         rng = state.get("rng", {}).get("torch", [])
         if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
             torch.set_rng_state(rng[self.comm.rank])
@@ -77,8 +82,9 @@ class Loop:
                     self._log_interval(step, now - t_last, step - s_last)
                     t_last, s_last = now, step
                 if self.comm.rank == 0 and (step % r.sample_every == 0 or last):
-                    path = self.run_dir / "samples" / f"step-{step:08d}.png"
-                    images.save_grid(self.trainer.samples(r.sample_n), path)
+                    self._samples(step)
+                if r.eval_every and step % r.eval_every == 0:
+                    self._evaluate(step)
                 saved = step % r.checkpoint_every == 0 or last
                 if saved:
                     self.save(step)
@@ -111,6 +117,60 @@ class Loop:
         )
         return back_to
 
+    def _samples(self, step: int) -> None:
+        pixels = images.save_grid(
+            self.trainer.samples(self.cfg.run.sample_n),
+            self.run_dir / "samples" / f"step-{step:08d}.png",
+        )
+        if self.board is not None:
+            self.board.image(step, "samples", pixels)
+
+    def best_metric(self) -> str | None:
+        name = self.cfg.run.best_metric
+        if name == "auto":
+            labelled = self.reader.info.num_classes >= 2
+            return "eval/fd_classifier" if labelled else "eval/ps_rel_err"
+        return None if name == "none" else name
+
+    def _evaluate(self, step: int) -> None:
+        """Collective: metrics of G_ema on run.eval_n samples; keeps the best checkpoint."""
+        self.watchdog.beat(f"evaluating at step {step}")
+        t0 = time.perf_counter()
+        if self.evaluator is None:
+            self.evaluator = Evaluator(
+                self.reader.info,
+                self.reader.transform,
+                self.comm,
+                self.trainer.device,
+                z_dim=self.cfg.model.z_dim,
+                n=self.cfg.run.eval_n,
+                seed=self.cfg.train.seed,
+                cache_dir=self.run_dir / "eval",
+            )
+        G = self.trainer.G_ema if self.trainer.G_ema is not None else self.trainer.G
+        metrics = self.evaluator.evaluate(G)
+        seconds = time.perf_counter() - t0
+        name = self.best_metric()
+        if name is not None and name not in metrics:
+            raise UserError(f"run.best_metric={name} is not one of {', '.join(metrics)}")
+        improved = name is not None and better(name, metrics[name], self.best)
+        if improved:
+            self.best = metrics[name]
+        if self.comm.rank == 0:
+            self.log.metrics({"step": step, **metrics, "time/eval_s": seconds})
+            if self.board is not None:
+                self.board.scalars(step, metrics)
+            shown = {k: v for k, v in metrics.items() if "/class_frac/" not in k}
+            self.log.info(
+                f"eval at step {step} ({seconds:.0f} s): "
+                + ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in shown.items())
+            )
+            if improved:
+                path = checkpoint.save_as(
+                    self.run_dir / "checkpoints" / "best.pt", self._state(step)
+                )
+                self.log.info(f"best {name} so far: {self.best:.4g} -> {path}")
+
     def _log_interval(self, done: int, seconds: float, steps: int) -> None:
         stats = self.trainer.pop_stats()  # collective: every rank calls it at the same step
         if self.comm.rank != 0:
@@ -119,6 +179,8 @@ class Loop:
         img_s = rate * self.cfg.train.batch_size
         record = {"step": done, **stats, "time/step_s": 1 / rate, "throughput/img_s": img_s}
         self.log.metrics(record)
+        if self.board is not None:
+            self.board.scalars(done, record)
         skipped = stats["steps/skipped_nonfinite"]
         self.log.info(
             f"step {done}/{self.cfg.train.steps} | loss D {stats['loss/D']:.3f} "
@@ -142,14 +204,19 @@ class Loop:
         rng = self.comm.allgather_object(torch.get_rng_state())
         if self.comm.rank != 0:
             return
-        state = {
+        path = checkpoint.save(
+            self.run_dir / "checkpoints", self._state(step, rng), self.cfg.run.keep
+        )
+        self.log.info(f"checkpoint {path}")
+
+    def _state(self, step: int, rng: list[torch.Tensor] | None = None) -> dict[str, Any]:
+        return {
             "step": step,
             "config": to_dict(self.cfg),
             # global batches consumed: the next one to read
             "data": {"batches": step * self.cfg.train.d_steps},
             "guard": {"lr_scale": self.trainer.lr_scale, "recovered": self.recovered},
-            "rng": {"torch": rng},
+            "rng": {"torch": rng or []},
+            "best": {"metric": self.best_metric() or "", "value": self.best},
             **self.trainer.state_dict(),
         }
-        path = checkpoint.save(self.run_dir / "checkpoints", state, self.cfg.run.keep)
-        self.log.info(f"checkpoint {path}")

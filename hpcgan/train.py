@@ -23,6 +23,7 @@ from typing import TypeVar
 import torch
 
 from hpcgan import checkpoint
+from hpcgan.board import Board
 from hpcgan.comm import make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, dump_yaml, help_text, load_config, validate
@@ -180,9 +181,10 @@ def train(cfg: Config, comm: Comm) -> None:
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
+    board = Board(run_dir) if comm.rank == 0 and cfg.run.tensorboard else None
     try:
         found = agree(comm, lambda: find_checkpoint(cfg, run_dir, log))
-        loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog)
+        loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog, board)
         start = 0
         if found is not None:  # every rank loads the same file: identical replicas
             start = agree(comm, lambda: loop.restore(*found))
@@ -199,6 +201,8 @@ def train(cfg: Config, comm: Comm) -> None:
         watchdog.stop()
         stop.restore()
         log.close()
+        if board is not None:
+            board.close()
 
 
 def _plan(cfg: Config, info: DatasetInfo) -> ShardPlan:

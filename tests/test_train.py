@@ -174,3 +174,26 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path, digits_h5, indexed_h5)
     line = _one_error_line(launch(tiny(run, indexed_h5, "train.steps=4")))
     assert "does not fit this model" in line
     assert sorted(p.read_bytes() for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_evaluation_during_training_keeps_best_and_writes_tensorboard(tmp_path, digits_h5):
+    run = tmp_path / "run"
+    args = tiny(
+        run,
+        digits_h5,
+        "train.steps=10",
+        "run.eval_every=5",
+        "run.eval_n=256",
+        "run.checkpoint_every=10",
+    )
+    proc = launch(args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/fd_classifier" in r]
+    assert [r["step"] for r in evals] == [5, 10]
+    assert all(0 <= r["eval/coverage_min"] <= 1 and r["eval/ks"] >= 0 for r in evals)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["best"]["metric"] == "eval/fd_classifier"
+    assert best["best"]["value"] == min(r["eval/fd_classifier"] for r in evals)
+    assert "G_ema" in best
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
