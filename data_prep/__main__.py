@@ -2,22 +2,33 @@
 
     python -m data_prep synth   --kind {digits,grf} --out FILE.h5 [--n N] [--size S] [--seed K]
     python -m data_prep convert --input PATH [PATH ...] --out FILE.h5 [--size S] [--channels 1|3]
-                                [--chunk-samples N] [--compression none|lzf|gzip]
+                                [--chunk-samples N] [--compression none|lzf|gzip] [...]
+    mpirun -np N python -m data_prep convert ...        (N ranks decode and write; same file)
     python -m data_prep verify  FILE.h5
 
-Exit status 0 when done; bad input prints one line `data_prep: error: ...` on stderr and
-exits 2.
+Exit status 0 when done; bad input prints one line `data_prep: error: ...` on stderr (once,
+under mpirun) and exits 2; an interrupt exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import NoReturn
 
-from data_prep import synth
-from hpcgan.data.schema import DatasetInfo, SchemaError, read_info, scan, write_dataset
+from data_prep import signals, synth
+from data_prep.convert import Options, convert
+from data_prep.inputs import FORMATS
+from data_prep.output import check_output
+from data_prep.parallel import (
+    USER_ERRORS,
+    SharedError,
+    abort_on_failure,
+    connect,
+    launcher_rank,
+    one_line,
+)
+from hpcgan.data.schema import DatasetInfo, read_info, scan, write_dataset
 
 # kind -> (default --n, default --size, schema kind); None means every sample.
 _SYNTH_DEFAULTS = {"digits": (None, 32, "image"), "grf": (4096, 64, "field")}
@@ -35,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return args.run(args)
-    except (SchemaError, OSError, ValueError) as err:
-        print(f"data_prep: error: {' '.join(str(err).split())}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if launcher_rank() == 0:  # under mpirun every rank has the same error: print it once
+            print(f"data_prep: error: {one_line(err)}", file=sys.stderr, flush=True)
+        if isinstance(err, SharedError):
+            err.settle()
         return 2
+    except KeyboardInterrupt:
+        print("data_prep: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,13 +86,63 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run=_synth)
 
-    p = commands.add_parser("convert", help="convert image files or arrays (not implemented yet)")
+    p = commands.add_parser(
+        "convert",
+        help="convert images or arrays (folders, .npy/.npz, IDX, HDF5) into one dataset file",
+        description="Convert images or arrays into one schema-1 dataset file. Run it under "
+        "mpirun -np N to decode and write with N ranks: the file is the same. Labels come from "
+        "class folders (DIR/CLASS/...), an IDX label file, or an npz/HDF5 array (--labels-key, "
+        "default 'labels' when present).",
+    )
     p.add_argument(
-        "--input", required=True, nargs="+", metavar="PATH", help="input files or directories"
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="folders of images (searched recursively; PNG, JPEG, TIFF, BMP), image files, "
+        ".npy, .npz, IDX (*-ubyte, optionally .gz) or HDF5 files, converted in the order given",
     )
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output HDF5 file")
-    p.add_argument("--size", type=int, help="resize samples to SIZE x SIZE")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="convert to 1 or 3 channels")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="format of the inputs (default auto: by content, then by extension)",
+    )
+    p.add_argument(
+        "--key",
+        help="npz array or HDF5 dataset holding the samples (default: the only one of rank 3 or 4)",
+    )
+    p.add_argument(
+        "--labels-key", metavar="KEY", help="npz array or HDF5 dataset holding integer labels"
+    )
+    p.add_argument("--no-labels", dest="labels", action="store_false", help="drop all labels")
+    p.add_argument(
+        "--layout",
+        choices=("auto", "nchw", "nhwc"),
+        default="auto",
+        help="axis order of 4-d arrays (default auto: channels are the shorter of axes 1 and 3)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        metavar="S",
+        help="resize samples to S x S (images: Lanczos when shrinking, bicubic when enlarging; "
+        "fields: area average, bilinear)",
+    )
+    p.add_argument("--crop", action="store_true", help="centre-crop to a square first")
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="convert to 1 (luma) or 3 channels (default: as the inputs; 3 if grey and colour mix)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("uint8", "float32"),
+        help="uint8 (kind image) or float32 (kind field, physical values kept); "
+        "default uint8 if every input is 8-bit",
+    )
     p.add_argument(
         "--chunk-samples",
         type=int,
@@ -86,8 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         "--compression",
         choices=("none", "lzf", "gzip"),
         default="none",
-        help="HDF5 compression of /images (default none)",
+        help="HDF5 compression of /images (default none: fastest to write and read)",
     )
+    p.add_argument("--max-samples", type=int, metavar="N", help="convert at most N samples")
+    p.add_argument(
+        "--shuffle", action="store_true", help="store samples in a random order (see --seed)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run=_convert)
 
@@ -98,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    out = _output_path(args.out, args.overwrite)
+    out = check_output(args.out, args.overwrite)
     default_n, default_size, kind = _SYNTH_DEFAULTS[args.kind]
     n = default_n if args.n is None else args.n
     size = default_size if args.size is None else args.size
@@ -122,39 +194,73 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    raise ValueError("convert is not implemented yet")
+    options = Options(
+        inputs=args.input,
+        out=args.out,
+        fmt=args.format,
+        key=args.key,
+        labels_key=args.labels_key,
+        layout=args.layout,
+        labels=args.labels,
+        size=args.size,
+        crop=args.crop,
+        channels=args.channels,
+        dtype=args.dtype,
+        chunk_samples=args.chunk_samples,
+        compression=None if args.compression == "none" else args.compression,
+        max_samples=args.max_samples,
+        shuffle=args.shuffle,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    with signals.stoppable():
+        world = connect()
+        with abort_on_failure(world):
+            result = convert(options, world)
+    if world.rank == 0:
+        info, seconds = result.info, max(result.seconds, 1e-9)
+        megabytes = info.n * info.sample_nbytes / 1e6
+        print(
+            f"wrote {info.path}: {info.n} x {_shape(info)} {info.dtype} {info.kind}, "
+            f"{_labels(info)}, in {seconds:.2f} s ({info.n / seconds:.0f} samples/s, "
+            f"{megabytes / seconds:.1f} MB/s, {result.ranks} rank(s))"
+        )
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    summary = scan(args.file)
     info = read_info(args.file)
-    stats = scan(args.file)["stats"]
+    stats = summary["stats"]
     chunk_mib = info.chunk_samples * info.sample_nbytes / 2**20
+    checked = summary["checksums"]
     print(f"{info.path}: ok")
     print(
         f"  samples   {info.n} x {_shape(info)} {info.dtype} ({info.kind}, source: {info.source})"
     )
     print(
         f"  values    min {stats['min']:.6g} max {stats['max']:.6g} "
-        f"mean {stats['mean']:.6g} std {stats['std']:.6g}"
+        f"mean {stats['mean']:.6g} std {stats['std']:.6g}, all finite"
     )
+    if info.channels > 1:
+        channels = summary["channel_stats"]
+        for c in range(info.channels):
+            print(
+                f"  channel {c} min {channels['channel_min'][c]:.6g} "
+                f"max {channels['channel_max'][c]:.6g} mean {channels['channel_mean'][c]:.6g} "
+                f"std {channels['channel_std'][c]:.6g}"
+            )
     print(f"  labels    {_labels(info)}")
     print(
         f"  chunks    {info.chunk_samples} samples ({chunk_mib:.2f} MiB), "
         f"compression {info.compression or 'none'}"
     )
+    print(
+        f"  checksums {checked} chunk CRC-32s match"
+        if checked is not None
+        else "  checksums none stored (file written by an older data_prep)"
+    )
     return 0
-
-
-def _output_path(out: str, overwrite: bool) -> Path:
-    """Fail before any work if the output cannot or must not be written."""
-    path = Path(out)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; --out needs a file name")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist")
-    return path
 
 
 def _shape(info: DatasetInfo) -> str:

@@ -106,7 +106,8 @@ def test_verify_reports_corruption(tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"data_prep: error: {out}: stored")
+    assert len(err) == 1 and err[0].startswith(f"data_prep: error: {out}: ")
+    assert "CRC-32" in err[0] and "modified or damaged" in err[0]
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_verify_reports_corruption(tmp_path, capsys):
         (["synth", "--kind", "grf", "--out", "{tmp}/no/x.h5"], "does not exist"),
         (["synth", "--kind", "grf", "--out", "{tmp}"], "is a directory"),
         (["verify", "{tmp}/missing.h5"], "missing.h5: no such file"),
-        (["convert", "--input", "a.png", "--out", "{tmp}/x.h5"], "convert is not implemented yet"),
+        (["convert", "--input", "a.png", "--out", "{tmp}/x.h5"], "a.png: no such file"),
         ([], "required: COMMAND"),
     ],
 )

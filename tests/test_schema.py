@@ -131,10 +131,10 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
 
 
 def test_interrupt_mid_write_removes_temp(tmp_path, monkeypatch):
-    def interrupt(self, block):
+    def interrupt(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(schema._RunningStats, "update", interrupt)
+    monkeypatch.setattr(schema.ChunkTable, "of", interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "x.h5", _images(), None, kind="image", source="")
     assert os.listdir(tmp_path) == []
@@ -231,8 +231,25 @@ def test_scan_detects_modified_values(digits_file):
     with h5py.File(digits_file, "r+") as f:
         f["images"][5] = 255 - f["images"][5]
     read_info(digits_file)  # metadata alone cannot tell
-    with pytest.raises(SchemaError, match="does not match the data"):
+    with pytest.raises(SchemaError, match="CRC-32 checksum, first samples 0..7; .* damaged"):
         scan(digits_file)
+
+
+@pytest.mark.parametrize("key", ["mean", "channel_std"])
+def test_scan_detects_statistics_that_do_not_match(digits_file, key):
+    with h5py.File(digits_file, "r+") as f:
+        f.attrs[key] = f.attrs[key] * 1.001
+    with pytest.raises(SchemaError, match=f"stored {key}.* does not match the data"):
+        scan(digits_file)
+
+
+def test_scan_checks_files_written_without_checksums(digits_file):
+    with h5py.File(digits_file, "r+") as f:
+        del f[schema.CHECKSUMS]
+        for key in (*schema.CHANNEL_KEYS, "labels_crc32"):
+            del f.attrs[key]
+    summary = scan(digits_file)
+    assert summary["checksums"] is None and summary["channel_stats"]["channel_min"] == [0.0]
 
 
 def test_scan_detects_nan_in_fields(tmp_path):

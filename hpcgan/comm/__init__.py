@@ -9,14 +9,7 @@ import os
 
 from hpcgan.comm.base import Comm, SingleProcess
 from hpcgan.errors import UserError
-
-# Variables that MPI launchers (mpirun/mpiexec of Open MPI, MPICH, Intel MPI; srun --mpi=pmi*)
-# set in every rank. Without any of them we are one plain process and never initialise MPI.
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
-
-
-def under_mpi_launcher() -> bool:
-    return any(v in os.environ for v in _LAUNCHER_VARS)
+from hpcgan.launcher import under_mpi_launcher
 
 
 def _horovod_available() -> bool:

@@ -30,7 +30,10 @@ class ShardReader:
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None]:
         if self._file is None:
-            self._file = h5py.File(self.info.path, "r", locking=False)
+            # Without compression, no chunk cache: the reads are contiguous runs, and the cache
+            # would read whole chunks to serve a part (measured 1.7-1.9x faster raw reads).
+            cache = {} if self.info.compression else {"rdcc_nbytes": 0}
+            self._file = h5py.File(self.info.path, "r", locking=False, **cache)
         labels = self._file["labels"] if self.info.has_labels else None
         return self._file["images"], labels
 
