@@ -51,6 +51,12 @@ def _popen_mpirun(args: list[str], np_: int) -> subprocess.Popen:
     )
 
 
+def _rank_pids(run: Path, launcher: subprocess.Popen) -> list[int]:
+    """The ranks' process ids (the launcher's own excluded), oldest (rank 0) first."""
+    found = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
+    return sorted(int(x) for x in found.stdout.split() if int(x) != launcher.pid)
+
+
 def _wait_for(proc: subprocess.Popen, text: str, limit: float = 120) -> None:
     deadline = time.monotonic() + limit
     for line in proc.stdout:
@@ -116,8 +122,7 @@ def test_killed_rank_ends_the_job_quickly(tmp_path, digits_h5):
     run = tmp_path / "run"
     p = _popen_mpirun(tiny(run, digits_h5, "train.steps=100000", "run.log_every=1"), 2)
     _wait_for(p, "step 3/")
-    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
-    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    pids = _rank_pids(run, p)
     assert len(pids) == 2
     t0 = time.monotonic()
     os.kill(max(pids), signal.SIGKILL)  # the rank started last: rank 1
@@ -157,8 +162,7 @@ def test_frozen_rank_is_caught_by_the_watchdog(tmp_path, digits_h5):
     args = tiny(run, digits_h5, "train.steps=100000", "run.log_every=1", "dist.timeout_s=8")
     p = _popen_mpirun(args, 2)
     _wait_for(p, "step 3/")
-    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
-    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    pids = _rank_pids(run, p)
     t0 = time.monotonic()
     os.kill(max(pids), signal.SIGSTOP)
     try:
@@ -176,8 +180,7 @@ def test_sigterm_to_one_rank_stops_all_within_30s(tmp_path, digits_h5):
     args = [f"data.path={digits_h5}", f"run.dir={run}", "train.steps=100000", "run.log_every=1"]
     p = _popen_mpirun(args, 2)
     _wait_for(p, "step 2/")
-    ranks = subprocess.run(["pgrep", "-f", f"run.dir={run}"], capture_output=True, text=True)
-    pids = [int(x) for x in ranks.stdout.split() if int(x) != p.pid]
+    pids = _rank_pids(run, p)
     t0 = time.monotonic()
     os.kill(max(pids), signal.SIGTERM)
     assert p.wait(timeout=60) == 75
