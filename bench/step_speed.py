@@ -10,56 +10,15 @@ rounds so that machine noise hits both alike; prints images/s of each and their 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import time
 
 import torch
-import torch.nn.functional as F
 
+from hpcgan.bench import plain_loop, timed
 from hpcgan.comm.base import SingleProcess
 from hpcgan.config import load_config
 from hpcgan.models import build_models
 from hpcgan.trainer import Trainer
-
-
-def plain_loop(G, D, batch, z_dim, precision, device, memory):
-    """pytorch/examples' DCGAN step: no engine, no checks, no statistics."""
-    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
-    cast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
-
-    def step(real):
-        with cast:
-            fake = G(torch.randn(real.shape[0], z_dim, device=device))
-            d_real, _ = D(real)
-            d_fake, _ = D(fake.detach())
-            loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        with cast:
-            loss_g = F.softplus(-D(fake)[0]).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-
-    return step
-
-
-def timed(step, real, n: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        step(real)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -97,24 +56,27 @@ def main() -> None:
     torch.manual_seed(0)
     G, D = build_models(cfg.model, shape)
     trainer = Trainer(cfg, SingleProcess(), G, D, device)
-    ours = iter(range(10**9))
-
-    def our_step(x):
-        trainer.step(next(ours), [(x, None)])
+    steps = iter(range(10**9))
 
     torch.manual_seed(0)
     G2, D2 = build_models(cfg.model, shape)
     G2, D2 = (m.to(device, memory_format=memory) for m in (G2, D2))
     if a.compile:
         G2, D2 = torch.compile(G2), torch.compile(D2)
-    plain = plain_loop(G2, D2, real, cfg.model.z_dim, a.precision, device, memory)
+    plain_step = plain_loop(G2, D2, cfg.model.z_dim, a.precision)
 
-    for step in (plain, our_step):  # warm-up (and compilation)
-        timed(step, real, 10, device)
+    def plain():
+        plain_step(real)
+
+    def ours():
+        trainer.step(next(steps), [(real, None)])
+
+    for step in (plain, ours):  # warm-up (and compilation)
+        timed(step, 10, device)
     t_plain = t_ours = 0.0
     for _ in range(a.rounds):
-        t_plain += timed(plain, real, a.steps, device)
-        t_ours += timed(our_step, real, a.steps, device)
+        t_plain += timed(plain, a.steps, device)
+        t_ours += timed(ours, a.steps, device)
     n = a.rounds * a.steps * a.batch
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
