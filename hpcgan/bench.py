@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         check_args(args)
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s)
+        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.compression)
         validate(cfg, comm.size)
         result = measure(cfg, comm, args)
         if comm.rank == 0:

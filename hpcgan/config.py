@@ -138,6 +138,12 @@ class DistConfig:
         "horovod is missing), else none",
         choices=("auto", "horovod", "torch", "mpi", "none"),
     )
+    compression: str = _f(
+        "none",
+        "horovod only: fp16 sends gradients as float16 and restores their dtype after the "
+        "allreduce (half the bytes on the wire; the sum is rounded to fp16)",
+        choices=("none", "fp16"),
+    )
     timeout_s: float = _f(
         900.0,
         "a rank that makes no progress for this long (a peer hung or vanished inside a "

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     comm: Comm | None = None
     try:
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s)
+        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.compression)
         validate(cfg, comm.size)
         train(cfg, comm)
         comm.close()

@@ -32,13 +32,14 @@ def _check_times(r: dict) -> None:
     assert ratio == pytest.approx(1.0)
 
 
-def test_one_process(tmp_path, digits_h5):
-    r, out = _bench(tmp_path, digits_h5)
-    assert r["ranks"] == 1 and r["engine"] == "none" and r["steps"] == 4
+@pytest.mark.parametrize("np_,engine", [(None, "none"), (1, "mpi")])
+def test_one_rank(tmp_path, digits_h5, np_, engine):
+    r, out = _bench(tmp_path, digits_h5, f"dist.backend={engine}", np=np_)
+    assert r["ranks"] == 1 and r["engine"] == engine and r["steps"] == 4
     _check_times(r)
     params = r["params"]["G"] + r["params"]["D"]
     assert r["grad_bytes_per_step"] == 4 * params  # fp32 gradients of G and of D, once each
-    assert r["allreduce"] is None  # no MPI in a plain process
+    assert r["allreduce"] is None  # one rank: nothing to average, no allreduce to compare
     assert r["plain"]["step_s"] > 0 and r["plain"]["time_ratio"] > 0
     assert "data wait" in out and "hpcgan step / plain step" in out
 

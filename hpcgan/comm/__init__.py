@@ -20,14 +20,19 @@ def _horovod_available() -> bool:
     return True
 
 
-def make_comm(backend: str, timeout_s: float = 900.0) -> Comm:
+def make_comm(backend: str, timeout_s: float = 900.0, compression: str = "none") -> Comm:
     """The engine named by ``dist.backend``; ``auto`` is Horovod under an MPI launcher (the
-    torch engine where Horovod is not installed), else one plain process."""
+    torch engine where Horovod is not installed), else one plain process. ``compression``
+    (dist.compression) is Horovod's."""
     if backend == "auto":
         if not under_mpi_launcher():
             backend = "none"
         else:
             backend = "horovod" if _horovod_available() else "torch"
+    if compression != "none" and backend not in ("horovod", "none"):
+        raise UserError(
+            f"dist.compression={compression} needs dist.backend=horovod (got {backend})"
+        )
     if backend == "none":
         comm: Comm = SingleProcess()
         if under_mpi_launcher():
@@ -39,7 +44,7 @@ def make_comm(backend: str, timeout_s: float = 900.0) -> Comm:
     elif backend == "horovod":
         from hpcgan.comm.horovod import HorovodComm
 
-        comm = HorovodComm()
+        comm = HorovodComm(compression)
     elif backend == "torch":
         from hpcgan.comm.torch_engine import TorchDistComm
 

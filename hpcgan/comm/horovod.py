@@ -21,12 +21,15 @@ class HorovodComm(MPIControl):
 
     name = "horovod"
 
-    def __init__(self) -> None:
+    def __init__(self, compression: str = "none") -> None:
         super().__init__()  # initialises MPI (thread level multiple) before Horovod uses it
         import horovod.torch as hvd
 
         self.hvd = hvd
         hvd.init(comm=self.world)
+        self.compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[
+            compression
+        ]
 
     def broadcast_module(self, module: nn.Module) -> None:
         self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)
@@ -35,7 +38,9 @@ class HorovodComm(MPIControl):
         self, opt: torch.optim.Optimizer, module: nn.Module, prefix: str
     ) -> torch.optim.Optimizer:
         named = [(f"{prefix}.{n}", p) for n, p in module.named_parameters()]
-        return self.hvd.DistributedOptimizer(opt, named_parameters=named, op=self.hvd.Average)
+        return self.hvd.DistributedOptimizer(
+            opt, named_parameters=named, op=self.hvd.Average, compression=self.compression
+        )
 
     def synchronize(self, opt: torch.optim.Optimizer) -> None:
         opt.synchronize()
