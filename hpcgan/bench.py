@@ -33,7 +33,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +46,12 @@ from hpcgan.comm.base import Comm
 from hpcgan.comm.flat import raw_allreduce
 from hpcgan.config import Config, help_text, load_config, to_dict, validate
 from hpcgan.data.reader import Prefetcher
-from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.errors import (
+    EXIT_OK,
+    UserError,
+    report_crash,
+    report_usage_error,
+)
 from hpcgan.models import build_models
 from hpcgan.profile import SECTIONS, StepTimer
 from hpcgan.train import Pieces, build
@@ -465,17 +469,10 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         comm.close()
         return EXIT_OK
-    except UserError as e:  # raised alike on every rank (argparse, config, train.agree)
-        if comm is None or comm.rank == 0:
-            print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+    except UserError as e:  # raised on every rank alike (see train.agree)
+        return report_usage_error(e, comm)
     except Exception:
-        print(f"hpcgan: rank {0 if comm is None else comm.rank} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.stderr.flush()
-        if comm is not None and comm.size > 1:
-            comm.abort(EXIT_FAILURE)
-        return EXIT_FAILURE
+        return report_crash(comm)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,18 @@ import argparse
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 
 from hpcgan.comm import under_mpi_launcher
 from hpcgan.comm.base import Comm, SingleProcess
-from hpcgan.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.errors import (
+    EXIT_OK,
+    UserError,
+    report_crash,
+    report_usage_error,
+)
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
 from hpcgan.sample import LoadedRun, load_run
@@ -136,17 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=1), flush=True)
         comm.close()
         return EXIT_OK
-    except UserError as e:  # raised on every rank alike (agree), so every rank exits
-        if comm is None or comm.rank == 0:
-            print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+    except UserError as e:  # raised on every rank alike (see train.agree)
+        return report_usage_error(e, comm)
     except Exception:
-        print(f"hpcgan: rank {0 if comm is None else comm.rank} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.stderr.flush()
-        if comm is not None and comm.size > 1:
-            comm.abort(EXIT_FAILURE)  # nobody waits on us
-        return EXIT_FAILURE
+        return report_crash(comm)
 
 
 if __name__ == "__main__":

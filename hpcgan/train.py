@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,11 @@ from hpcgan.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_PREEMPTED,
-    EXIT_USAGE,
     Diverged,
     Preempted,
     UserError,
+    report_crash,
+    report_usage_error,
 )
 from hpcgan.loop import Loop
 from hpcgan.models import build_models
@@ -232,18 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"hpcgan: error: training diverged: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILURE
-    except UserError as e:  # raised on every rank alike (see agree), so every rank exits
-        if comm is None or comm.rank == 0:
-            print(f"hpcgan: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+    except UserError as e:  # raised on every rank alike (see train.agree)
+        return report_usage_error(e, comm)
     except Exception:
-        rank = 0 if comm is None else comm.rank
-        print(f"hpcgan: rank {rank} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.stderr.flush()
-        if comm is not None and comm.size > 1:
-            comm.abort(EXIT_FAILURE)  # take every other rank down: nobody waits on us
-        return EXIT_FAILURE
+        return report_crash(comm)
 
 
 if __name__ == "__main__":

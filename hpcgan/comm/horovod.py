@@ -27,9 +27,7 @@ class HorovodComm(MPIControl):
 
         self.hvd = hvd
         hvd.init(comm=self.world)
-        self.compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[
-            compression
-        ]
+        self.compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[compression]
 
     def broadcast_module(self, module: nn.Module) -> None:
         self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)
