@@ -23,15 +23,28 @@ RECIPES = {
         "data.builtin=grf",
         "model.arch=dcgan",
         "model.width=32",
+        "model.upsample=nearest",
         "train.loss=hinge",
         "model.spectral_norm=true",
         "train.beta1=0.0",
         "train.beta2=0.9",
         "train.spectral_weight=1.0",
-        "train.ema_halflife_images=20000",
+        "train.ema_halflife_images=5000",
     ],
     "digits": ["data.builtin=digits"],
 }
+
+
+def evaluate(target: Path, n: int) -> dict:
+    """`python -m hpcgan.evaluate` of a run directory (newest checkpoint) or checkpoint file."""
+    out = subprocess.run(
+        [sys.executable, "-m", "hpcgan.evaluate", str(target), "--n", str(n)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise SystemExit(f"evaluation of {target} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
 
 
 def main() -> int:
@@ -41,6 +54,9 @@ def main() -> int:
     p.add_argument("--np", type=int, default=1, help="MPI ranks (1 = one plain process)")
     p.add_argument("--run-dir", default="")
     p.add_argument("--n", type=int, default=4096, help="samples to evaluate")
+    p.add_argument(
+        "--eval-every", type=int, default=500, help="steps between evaluations during training"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     a = p.parse_args()
     run_dir = Path(a.run_dir or tempfile.mkdtemp(prefix=f"hpcgan-quality-{a.dataset}-"))
@@ -52,6 +68,8 @@ def main() -> int:
         "run.log_every=100",
         "run.sample_every=500",
         "run.checkpoint_every=1000",
+        f"run.eval_every={a.eval_every}",
+        "run.eval_n=2048",
         *a.overrides,
     ]
     python = [sys.executable, "-m", "hpcgan.train", *args]
@@ -63,29 +81,14 @@ def main() -> int:
     if rc not in (0, 75):
         print(f"training failed with exit code {rc}", file=sys.stderr)
         return 1
-    out = subprocess.run(
-        [sys.executable, "-m", "hpcgan.evaluate", str(run_dir), "--n", str(a.n)],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode:
-        print(out.stderr, file=sys.stderr)
-        return 1
-    metrics = json.loads(out.stdout)
+    last = evaluate(run_dir, a.n)
+    best = run_dir / "checkpoints" / "best.pt"
     step = int((run_dir / "checkpoints" / "latest").read_text().strip()[5:13])
-    print(
-        json.dumps(
-            {
-                "dataset": a.dataset,
-                "minutes": a.minutes,
-                "np": a.np,
-                "steps": step,
-                "recipe": args,
-                **metrics,
-            },
-            indent=1,
-        )
-    )
+    result = {"dataset": a.dataset, "minutes": a.minutes, "np": a.np, "steps": step}
+    result.update(recipe=args, last=last)
+    if best.is_file():  # the checkpoint that run.best_metric chose during training
+        result["best"] = evaluate(best, a.n)
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -54,7 +54,7 @@ from hpcgan.errors import (
 )
 from hpcgan.models import build_models
 from hpcgan.profile import SECTIONS, StepTimer
-from hpcgan.train import Pieces, build
+from hpcgan.train import Pieces, build, uses_cuda
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         check_args(args)
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.compression)
+        comm = make_comm(cfg.dist, uses_cuda(cfg))
         validate(cfg, comm.size)
         result = measure(cfg, comm, args)
         if comm.rank == 0:

@@ -53,6 +53,12 @@ class ModelConfig:
         "computation",
         choices=("batch", "none"),
     )
+    upsample: str = _f(
+        "transposed",
+        "dcgan G: transposed (4x4 stride-2 transposed convolutions, as DCGAN) or nearest "
+        "(nearest-neighbour upsampling + 3x3 convolution: no checkerboard artefacts at high k)",
+        choices=("transposed", "nearest"),
+    )
     depth: int = _f(
         0, "mlp: hidden layers of G; resnet: residual blocks per resolution; 0 = the default"
     )
@@ -133,9 +139,9 @@ class DistConfig:
     backend: str = _f(
         "auto",
         "gradient averaging engine: horovod (ring-allreduce in backward hooks), torch "
-        "(torch.distributed gloo/NCCL, one flat buffer per network), mpi (mpi4py Allreduce, one "
-        "flat buffer), none (one process); auto = horovod under an MPI launcher (torch if "
-        "horovod is missing), else none",
+        "(torch.distributed gloo/NCCL on flat buckets), mpi (mpi4py Allreduce on flat "
+        "buckets), none (one process); auto, under an MPI launcher: mpi on CPUs, horovod on "
+        "GPUs (torch if horovod is missing); without one: none",
         choices=("auto", "horovod", "torch", "mpi", "none"),
     )
     compression: str = _f(
@@ -143,6 +149,12 @@ class DistConfig:
         "horovod only: fp16 sends gradients as float16 and restores their dtype after the "
         "allreduce (half the bytes on the wire; the sum is rounded to fp16)",
         choices=("none", "fp16"),
+    )
+    bucket_mb: float = _f(
+        0.0,
+        "torch and mpi engines: gradients are summed in buckets of this many MiB, each started "
+        "from backward hooks as soon as its gradients are ready (overlap with backward); "
+        "0 = one buffer per network after backward",
     )
     timeout_s: float = _f(
         900.0,

@@ -71,35 +71,40 @@ class Loop:
                 self.watchdog.beat(f"in step {step}")
                 self.trainer.step(step, [batches.next() for _ in range(d_steps)])
                 step += 1
-                if self.trainer.bad_streak >= cfg.train.max_bad_steps:
-                    step = self._recover(step)
+                last = step == steps
+                logs = step % r.log_every == 0 or last
+                saves = step % r.checkpoint_every == 0 or last
+                evals = bool(r.eval_every) and step % r.eval_every == 0
+                # Skips are counted on the device; read them only where a step is logged or
+                # kept, so that a diverged state is never saved, evaluated or reported.
+                streak = self.trainer.bad_run() if (logs or saves or evals) else 0
+                if streak >= cfg.train.max_bad_steps:
+                    step = self._recover(step, streak)
                     batches.seek(step * d_steps)
                     t_last, s_last = time.perf_counter(), step
                     continue
-                last = step == steps
-                if step % r.log_every == 0 or last:
+                if logs:
                     now = time.perf_counter()
                     self._log_interval(step, now - t_last, step - s_last)
                     t_last, s_last = now, step
                 if self.comm.rank == 0 and (step % r.sample_every == 0 or last):
                     self._samples(step)
-                if r.eval_every and step % r.eval_every == 0:
+                if evals:
                     self._evaluate(step)
-                saved = step % r.checkpoint_every == 0 or last
-                if saved:
+                if saves:
                     self.save(step)
                 reason = self.stop.agreed(self.comm)  # sync point: all stop after the same step
                 if reason and not last:
-                    if not saved:
+                    # Never leave a diverged state as the newest checkpoint to resume from.
+                    if not saves and self.trainer.bad_run() < cfg.train.max_bad_steps:
                         self.save(step)
                     self.log.info(f"stopping after step {step} ({reason}); resubmit to continue")
                     raise Preempted(reason)
         finally:
             batches.close()
 
-    def _recover(self, step: int) -> int:
+    def _recover(self, step: int, streak: int) -> int:
         """After max_bad_steps non-finite steps: reload the last checkpoint once, lower lr."""
-        streak = self.trainer.bad_streak
         what = f"{streak} consecutive steps with non-finite gradients up to step {step}"
         if self.recovered:
             raise Diverged(f"{what}, after one reload already; lower train.lr_g/lr_d")
@@ -147,8 +152,7 @@ class Loop:
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
             )
-        G = self.trainer.G_ema if self.trainer.G_ema is not None else self.trainer.G
-        metrics = self.evaluator.evaluate(G)
+        metrics = self.evaluator.evaluate(self.trainer.sampler())
         seconds = time.perf_counter() - t0
         name = self.best_metric()
         if name is not None and name not in metrics:

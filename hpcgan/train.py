@@ -85,12 +85,16 @@ def set_threads(cfg: Config, comm: Comm) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def uses_cuda(cfg: Config) -> bool:
+    """Whether train.device puts this run on GPUs (auto: when CUDA is available)."""
+    return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
 def pick_device(cfg: Config, comm: Comm) -> torch.device:
     """train.device: each rank takes the GPU of its local rank (round robin)."""
-    want = cfg.train.device
-    if want == "cuda" and not torch.cuda.is_available():
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but this node has no usable CUDA device")
-    if want != "cpu" and torch.cuda.is_available():
+    if uses_cuda(cfg):
         device = torch.device("cuda", comm.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
         return device
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     comm: Comm | None = None
     try:
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist.backend, cfg.dist.timeout_s, cfg.dist.compression)
+        comm = make_comm(cfg.dist, uses_cuda(cfg))
         validate(cfg, comm.size)
         train(cfg, comm)
         comm.close()

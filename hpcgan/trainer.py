@@ -24,7 +24,10 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Streams of random numbers, each a pure function of (seed, batch index, stream): resuming at
 # any step draws exactly what the uninterrupted run drew, with no generator state to save.
-STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL = 1, 2, 3, 4
+STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL, STREAM_STANDING = 1, 2, 3, 4, 5
+
+# Batches of latents from which G_ema's batch-norm statistics are recomputed before it is used.
+STANDING_BATCHES = 8
 
 STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
 
@@ -53,7 +56,9 @@ def draw(
 def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         return torch.optim.SGD(module.parameters(), lr=lr, momentum=t.momentum)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2))
+    # Fused: one kernel for all parameters, and it skips a step on a flag that stays on the
+    # device (no host synchronisation to decide a skip).
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2), fused=True)
 
 
 def batch_lr_factor(t: TrainConfig) -> float:
@@ -62,10 +67,12 @@ def batch_lr_factor(t: TrainConfig) -> float:
     return {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[t.lr_scaling]
 
 
-def _grads_finite(params: list[nn.Parameter]) -> bool:
-    """One host sync: the sum of |grad| is finite iff every gradient element is."""
+def nonfinite_flag(params: list[nn.Parameter]) -> torch.Tensor:
+    """0-dim float32 on the gradients' device: 1 if any gradient element is inf or nan, else 0.
+    The sum of |grad| in float64 is finite iff every element is (and cannot overflow)."""
     grads = [p.grad for p in params if p.grad is not None]
-    return bool(torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum().isfinite())
+    total = torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum()
+    return (~total.isfinite()).float()
 
 
 def weight_penalty(module: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
@@ -97,23 +104,27 @@ class Trainer:
         self.D = D.to(device=device, dtype=self.dtype, memory_format=self._memory)
         comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters
         comm.broadcast_module(self.D)
+        self.G_ema = None  # copied before the engine attaches gradient buffers and hooks to G
+        if t.ema_halflife_images > 0:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         # Both optimizers are created while every parameter requires grad (Horovod hooks).
         self.opt_G = comm.wrap_optimizer(make_optimizer(t, self.G, t.lr_g), self.G, "G")
         self.opt_D = comm.wrap_optimizer(make_optimizer(t, self.D, t.lr_d), self.D, "D")
         fp16 = t.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(device.type) if fp16 else None
         self.scaler_D = torch.amp.GradScaler(device.type) if fp16 else None
-        self.G_ema = None
-        if t.ema_halflife_images > 0:
-            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G_run = torch.compile(self.G) if t.compile else self.G
         self.D_run = torch.compile(self.D) if t.compile else self.D
         self._autocast_dtype = _AUTOCAST.get(t.precision)
         self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device)
         self._stat_steps = 0
-        self.bad_streak = 0  # consecutive steps with a non-finite averaged gradient
+        # Skipped steps, counted on the device: the current run of consecutive ones, and the
+        # longest since bad_run() last read it.
+        self._streak = torch.zeros((), device=device)
+        self._worst = torch.zeros((), device=device)
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global images shown to D, for the EMA ramp
+        self._standing_at = -1  # images_seen when G_ema's statistics were last recomputed
         self.timer = NoTimer()  # hpcgan.bench swaps in a StepTimer
 
     # -- random numbers -------------------------------------------------------------------
@@ -153,30 +164,38 @@ class Trainer:
         opt: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None,
         module: nn.Module,
-    ) -> bool:
+    ) -> torch.Tensor:
         """Backward, average gradients across ranks, clip, then step without communicating.
 
-        Returns False when the step was skipped because the averaged gradients are not finite.
-        The average is bitwise the same on every rank, so every rank skips the same steps
-        without exchanging a flag (and an fp16 overflow on one rank is an overflow on all).
+        Returns a 0-dim flag on the device, 1 when the step was skipped because the averaged
+        gradients are not finite. The average is bitwise the same on every rank, so every rank
+        skips the same steps without exchanging a flag (and an fp16 overflow on one rank is an
+        overflow on all). With Adam the skip is decided on the device (no host sync).
         """
-        opt.zero_grad()  # frees the gradients (set_to_none)
+        self.comm.zero_grad(opt)
         with self.timer.section("backward"):
-            (scaler.scale(loss) if scaler else loss).backward()
+            scaled = scaler.scale(loss) if scaler else loss
+            if self.comm.backward_scale != 1.0:  # engines that sum: the sum is the average
+                scaled = scaled * self.comm.backward_scale
+            scaled.backward()
         with self.timer.section("grad_average"):
             self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
         with self.timer.section("optimizer"):
             if scaler is not None:
                 scaler.unscale_(opt)
             params = list(module.parameters())
-            finite = _grads_finite(params)
-            if finite:
-                if self.cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
-                self.comm.step(opt, (lambda: scaler.step(opt)) if scaler else opt.step)
-            if scaler is not None:
-                scaler.update()  # on overflow: skipped above, and the loss scale lowered here
-        return finite
+            skipped = nonfinite_flag(params)
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+            if scaler is not None:  # it passes its own overflow flag (the same) to the step
+                self.comm.step(opt, lambda: scaler.step(opt))
+                scaler.update()  # on overflow: the loss scale is lowered here
+            elif all(group.get("fused") for group in opt.param_groups):
+                opt.found_inf = skipped  # fused Adam leaves everything as it was if set
+                self.comm.step(opt, opt.step)
+            elif not skipped.item():  # SGD: decided on the host
+                self.comm.step(opt, opt.step)
+        return skipped
 
     def d_phase(
         self,
@@ -185,7 +204,7 @@ class Trainer:
         y_real: torch.Tensor | None,
         fake: torch.Tensor,
         y_fake: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One discriminator update on batch ``key``: real [n, C, H, W] vs detached fakes."""
         t = self.cfg.train
         r1 = t.r1_gamma > 0 and key % t.r1_every == 0
@@ -212,14 +231,15 @@ class Trainer:
                 penalty = losses.r1_penalty(logits_real, real)
                 loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
             loss = loss + weight_penalty(self.D, t.l1, t.l2)
-        ok = self._update(loss, self.opt_D, self.scaler_D, self.D)
-        self._stats[2] += logits_real.detach().float().mean()
-        self._stats[3] += logits_fake.detach().float().mean()
-        return loss.detach(), ok
+        skipped = self._update(loss, self.opt_D, self.scaler_D, self.D)
+        for i, logits in ((2, logits_real), (3, logits_fake)):  # means over the D updates
+            mean = logits.detach().float().mean() / t.d_steps
+            self._stats[i] += torch.where(skipped > 0, torch.zeros_like(mean), mean)
+        return loss.detach(), skipped
 
     def g_phase(
         self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor
-    ) -> tuple[torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.cfg.train
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
@@ -231,10 +251,10 @@ class Trainer:
                 if t.spectral_weight > 0:
                     loss = loss + t.spectral_weight * losses.spectral_loss(fake, real)
             loss = loss + weight_penalty(self.G, t.l1, t.l2)
-            ok = self._update(loss, self.opt_G, self.scaler_G, self.G)
+            skipped = self._update(loss, self.opt_G, self.scaler_G, self.G)
         finally:
             self.D.requires_grad_(True)
-        return loss.detach(), ok
+        return loss.detach(), skipped
 
     def _set_learning_rates(self, step: int) -> None:
         t = self.cfg.train
@@ -250,7 +270,7 @@ class Trainer:
         G update on the last D update's fakes."""
         t = self.cfg.train
         self._set_learning_rates(step)
-        ok = True
+        skipped = torch.zeros((), device=self.device)
         for j, (real, y_real) in enumerate(batches):
             key = step * t.d_steps + j  # global batch index: latents, labels, GP draws
             real = real.to(self.device, self.dtype, non_blocking=True)
@@ -264,24 +284,33 @@ class Trainer:
             last = j == len(batches) - 1
             with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
                 fake = self.G_run(self.latents(key), y_fake)  # [n, C, H, W]; last one kept for G
-            loss_d, d_ok = self.d_phase(key, real, y_real, fake.detach(), y_fake)
-            ok = ok and d_ok
+            loss_d, d_skipped = self.d_phase(key, real, y_real, fake.detach(), y_fake)
+            skipped = torch.maximum(skipped, d_skipped)
             self.images_seen += t.batch_size
-        loss_g, g_ok = self.g_phase(fake, y_fake, real)
-        ok = ok and g_ok
-        if g_ok:
-            self._update_ema()
-        self.bad_streak = 0 if ok else self.bad_streak + 1
-        if ok:  # a skipped step's losses are inf/nan: keep them out of the means
-            self._stats[0] += loss_d.float()
-            self._stats[1] += loss_g.float()
-        self._stats[4] += not ok
+        loss_g, g_skipped = self.g_phase(fake, y_fake, real)
+        self._update_ema(1.0 - g_skipped)
+        skipped = torch.maximum(skipped, g_skipped)
+        self._streak.add_(1).mul_(skipped)  # consecutive skipped steps, reset by a good one
+        torch.maximum(self._worst, self._streak, out=self._worst)
+        # A skipped step's losses are inf/nan: keep them out of the means.
+        zero = torch.zeros((), device=self.device)
+        self._stats[0] += torch.where(skipped > 0, zero, loss_d.float())
+        self._stats[1] += torch.where(skipped > 0, zero, loss_g.float())
+        self._stats[4] += skipped
         self._stat_steps += 1
 
+    def bad_run(self) -> int:
+        """The longest run of consecutive skipped steps that reached into the steps since the
+        last call (one host read: the loop asks at log and checkpoint steps, not every step)."""
+        worst = int(self._worst.item())
+        self._worst.copy_(self._streak)
+        return worst
+
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def _update_ema(self, apply: torch.Tensor) -> None:
         """G_ema <- beta G_ema + (1 - beta) G, beta from a half-life in images (not steps),
-        so it means the same at any batch size or world size; ramped up early on."""
+        so it means the same at any batch size or world size; ramped up early on. ``apply``
+        (0-dim, 0 or 1 on the device) is 0 after a skipped G step: then G_ema stays."""
         if self.G_ema is None:
             return
         t = self.cfg.train
@@ -289,8 +318,9 @@ class Trainer:
         if t.ema_rampup > 0:
             halflife = min(halflife, self.images_seen * t.ema_rampup)
         beta = 0.5 ** (t.batch_size / max(halflife, 1e-8))
+        weight = (apply * (1 - beta)).to(self.dtype)
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p, 1 - beta)
+            p_ema.lerp_(p, weight)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
             b_ema.copy_(b)
 
@@ -302,15 +332,51 @@ class Trainer:
         self._stat_steps = 0
         count = max(total[-1], 1.0)
         good = max(count - total[4], 1.0)
-        stats = {k: float(v / good) for k, v in zip(STAT_NAMES[:2], total[:2])}
-        stats.update({k: float(v / count) for k, v in zip(STAT_NAMES[2:4], total[2:4])})
+        # Means over the steps that were not skipped (a skipped step's numbers are inf/nan).
+        stats = {k: float(v / good) for k, v in zip(STAT_NAMES[:4], total[:4])}
         stats["steps/skipped_nonfinite"] = int(total[4] / self.comm.size)
         return stats
+
+    def sampler(self) -> nn.Module:
+        """The generator for samples, evaluation and checkpoints: G_ema with batch-norm
+        statistics of its own weights (else G)."""
+        if self.G_ema is None:
+            return self.G
+        if self._standing_at != self.images_seen:
+            self._standing_stats()
+            self._standing_at = self.images_seen
+        return self.G_ema
+
+    @torch.no_grad()
+    def _standing_stats(self) -> None:
+        """Recompute G_ema's batch-norm statistics from fixed latents ("standing statistics",
+        as BigGAN samples): the running statistics copied from G follow G's current weights,
+        not their average, and the mismatch shows as a wrong amplitude of G_ema's samples.
+        The same global batches on every rank, so the replicas stay identical."""
+        norms = [m for m in self.G_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        n = self.cfg.train.batch_size
+        y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
+        self.G_ema.train()
+        try:
+            for i in range(STANDING_BATCHES):
+                z = draw(self.cfg.train.seed, i, STREAM_STANDING, (n, self.z_dim), device=self.device)
+                with self._autocast():
+                    self.G_ema(z.to(self.dtype), y)
+        finally:
+            self.G_ema.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
 
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
         """G_ema's (else G's) output [n, C, H, W] for fixed latents (and classes 0, 1, 2, ...)."""
-        G = self.G_ema if self.G_ema is not None else self.G
+        G = self.sampler()
         z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim), device=self.device)
         z = z.to(self.dtype)
         y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
@@ -332,6 +398,7 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        self.sampler()  # G_ema is saved with its own batch-norm statistics
         state = {
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
@@ -350,8 +417,11 @@ class Trainer:
         """Load a checkpoint; learning rates then follow the config (see _set_learning_rates)."""
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+        for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
+            fused = [group.get("fused") for group in opt.param_groups]
+            opt.load_state_dict(state[key])
+            for group, flag in zip(opt.param_groups, fused):  # how this build steps
+                group["fused"] = flag
         if self.G_ema is not None:
             # A run that turns EMA on later starts its average from the current G.
             self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
@@ -359,4 +429,7 @@ class Trainer:
             self.scaler_G.load_state_dict(state["scaler_G"])
             self.scaler_D.load_state_dict(state["scaler_D"])
         self.images_seen = int(state.get("images_seen", 0))
-        self.bad_streak = 0
+        # A saved G_ema holds the statistics of its weights (state_dict); without one, recompute.
+        self._standing_at = self.images_seen if "G_ema" in state else -1
+        self._streak.zero_()
+        self._worst.zero_()

@@ -169,3 +169,14 @@ def test_radial_power_of_white_noise_is_flat_and_spectral_loss_is_zero_on_itself
     fake = torch.randn(8, 1, 32, 32, requires_grad=True)
     losses.spectral_loss(fake * 2, x).backward()  # differentiable; 4x power: (log 4)^2
     assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_dcgan_nearest_upsampling_has_no_strided_transposed_convolutions(size):
+    G, _ = build_models(ModelConfig(width=4, z_dim=8, upsample="nearest"), (2, size, size))
+    transposed = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [m.stride for m in transposed] == [(1, 1)]  # only z -> 4x4, a dense layer
+    assert sum(isinstance(m, torch.nn.Upsample) for m in G.modules()) == int(math.log2(size)) - 2
+    assert G(torch.randn(3, 8)).shape == (3, 2, size, size)
+    with pytest.raises(UserError, match="dcgan only"):
+        build_models(ModelConfig(arch="resnet", width=4, upsample="nearest"), (1, 16, 16))

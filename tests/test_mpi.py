@@ -49,7 +49,7 @@ def test_replicas_stay_identical(tmp_path, digits_h5, np_):
     proc = launch(tiny(run, digits_h5, "train.steps=12", "run.checkpoint_every=6"), np=np_)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run / "log.txt").read_text()
-    assert f"{np_} rank(s), engine horovod" in log
+    assert f"{np_} rank(s), engine mpi" in log  # dist.backend=auto on CPUs
     # The trainer compares SHA-1 fingerprints of every rank's parameters before each checkpoint
     # and fails the run if any differs; both checkpoints passed that check.
     assert log.count(f"replicas: parameters identical on all {np_} rank(s)") == 2
@@ -128,16 +128,27 @@ def test_every_arch_loss_precision_at_two_ranks():
 
 @pytest.mark.parametrize("engine", ["torch", "mpi"])
 def test_engines_reach_horovods_parameters(tmp_path, digits_h5, engine):
-    """The flat-buffer engines compute what Horovod computes (fp32, batch norm on)."""
+    """The flat-buffer engines compute what Horovod computes (fp32, batch norm on), in one
+    buffer per network and in 16 KiB buckets started from backward hooks."""
     results = {}
-    for backend in ("horovod", engine):
-        run = tmp_path / backend
+    for name, backend, bucket_mb in (
+        ("horovod", "horovod", 0),
+        ("flat", engine, 0),
+        ("buckets", engine, 1 / 64),
+    ):
+        run = tmp_path / name
         args = tiny(
-            run, digits_h5, "train.steps=10", "run.checkpoint_every=10", f"dist.backend={backend}"
+            run,
+            digits_h5,
+            "train.steps=10",
+            "run.checkpoint_every=10",
+            f"dist.backend={backend}",
+            f"dist.bucket_mb={bucket_mb}",
         )
         proc = launch(args, np=2)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"engine {backend}" in (run / "log.txt").read_text()
-        results[backend] = _final_params(run)
-    rel = _relative(results["horovod"], results[engine])
-    assert rel < 1e-5, f"{engine} vs horovod: relative difference {rel:.2e}"
+        results[name] = _final_params(run)
+    for name in ("flat", "buckets"):
+        rel = _relative(results["horovod"], results[name])
+        assert rel < 1e-5, f"{engine} ({name}) vs horovod: relative difference {rel:.2e}"

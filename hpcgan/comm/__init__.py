@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from hpcgan.comm.base import Comm, SingleProcess
+from hpcgan.config import DistConfig
 from hpcgan.errors import UserError
 from hpcgan.launcher import under_mpi_launcher
 
@@ -20,19 +21,25 @@ def _horovod_available() -> bool:
     return True
 
 
-def make_comm(backend: str, timeout_s: float = 900.0, compression: str = "none") -> Comm:
-    """The engine named by ``dist.backend``; ``auto`` is Horovod under an MPI launcher (the
-    torch engine where Horovod is not installed), else one plain process. ``compression``
-    (dist.compression) is Horovod's."""
+def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
+    """The engine named by ``dist.backend``. ``auto``, under an MPI launcher: on GPUs Horovod
+    (the torch engine where Horovod is not installed), on CPUs the mpi engine (the fastest
+    measured there, README: Performance); without a launcher one plain process. ``cuda``:
+    training will run on GPUs."""
+    backend = dist.backend
     if backend == "auto":
         if not under_mpi_launcher():
             backend = "none"
+        elif not cuda:
+            backend = "mpi"
         else:
             backend = "horovod" if _horovod_available() else "torch"
-    if compression != "none" and backend not in ("horovod", "none"):
+    if dist.compression != "none" and backend not in ("horovod", "none"):
         raise UserError(
-            f"dist.compression={compression} needs dist.backend=horovod (got {backend})"
+            f"dist.compression={dist.compression} needs dist.backend=horovod (got {backend})"
         )
+    if dist.bucket_mb < 0:
+        raise UserError(f"dist.bucket_mb must be >= 0, got {dist.bucket_mb:g}")
     if backend == "none":
         comm: Comm = SingleProcess()
         if under_mpi_launcher():
@@ -44,15 +51,15 @@ def make_comm(backend: str, timeout_s: float = 900.0, compression: str = "none")
     elif backend == "horovod":
         from hpcgan.comm.horovod import HorovodComm
 
-        comm = HorovodComm(compression)
+        comm = HorovodComm(dist.compression)
     elif backend == "torch":
         from hpcgan.comm.torch_engine import TorchDistComm
 
-        comm = TorchDistComm(timeout_s)
+        comm = TorchDistComm(dist.timeout_s, dist.bucket_mb)
     else:
         from hpcgan.comm.mpi_engine import MPIAllreduceComm
 
-        comm = MPIAllreduceComm()
+        comm = MPIAllreduceComm(dist.bucket_mb, cuda)
     _check_srun_saw_mpi(comm)
     return comm
 

@@ -22,6 +22,9 @@ class Comm:
     """
 
     name = "none"
+    # The trainer multiplies each loss by this before backward: engines that sum gradients
+    # set 1/N, so the sum is the average (one multiply instead of a pass over the gradients).
+    backward_scale = 1.0
     rank = 0
     size = 1
     local_rank = 0
@@ -47,6 +50,10 @@ class Comm:
         self, opt: torch.optim.Optimizer, module: nn.Module, prefix: str
     ) -> torch.optim.Optimizer:
         return opt
+
+    def zero_grad(self, opt: torch.optim.Optimizer) -> None:
+        """Clear the gradients of ``opt``'s parameters before a backward pass."""
+        opt.zero_grad()
 
     def synchronize(self, opt: torch.optim.Optimizer) -> None:
         """Return when the gradients of ``opt``'s parameters are averaged across ranks."""

@@ -1,6 +1,8 @@
-"""``dist.backend=mpi``: gradients averaged with one mpi4py ``Allreduce`` per network."""
+"""``dist.backend=mpi``: gradients summed with mpi4py ``Iallreduce`` calls on flat buckets."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -10,13 +12,23 @@ from hpcgan.comm.flat import FlatAllreduce
 class MPIAllreduceComm(FlatAllreduce):
     name = "mpi"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, bucket_mb: float = 0.0, cuda: bool = False) -> None:
+        super().__init__(bucket_mb)
         self.world_grads = self.world.Dup()  # gradient traffic apart from control messages
+        # GPU gradients go through host memory; doing that per bucket inside backward would
+        # stall the device once per bucket, so they are summed in one piece after backward.
+        self.overlap = not cuda
 
-    def _allreduce_sum_(self, flat: torch.Tensor) -> None:
-        host = flat.detach().cpu()  # a no-op view on CPU; a copy from a GPU
-        buf = host.numpy()
-        self.world_grads.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
-        if host.data_ptr() != flat.data_ptr():
-            flat.copy_(host)
+    def _start(self, flat: torch.Tensor) -> Any:
+        MPI = self._MPI
+        if flat.device.type == "cpu":
+            return self.world_grads.Iallreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
+        host = flat.cpu()
+        self.world_grads.Allreduce(MPI.IN_PLACE, host.numpy(), op=MPI.SUM)
+        flat.copy_(host)
+        return None
+
+    def _wait(self, handles: list[Any]) -> None:
+        requests = [h for h in handles if h is not None]
+        if requests:
+            self._MPI.Request.Waitall(requests)

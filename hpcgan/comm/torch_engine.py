@@ -1,4 +1,5 @@
-"""``dist.backend=torch``: torch.distributed (gloo on CPU, NCCL on GPU) under mpirun or srun.
+"""``dist.backend=torch``: torch.distributed (gloo on CPU, NCCL on GPU) under mpirun or srun,
+flat buckets reduced with asynchronous ``all_reduce`` calls (NCCL runs them on its own stream).
 
 Ranks come from MPI; rank 0 picks a free TCP port and shares its address through mpi4py, so no
 MASTER_ADDR/MASTER_PORT set-up is needed in job scripts.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,8 +26,8 @@ def _free_port() -> int:
 class TorchDistComm(FlatAllreduce):
     name = "torch"
 
-    def __init__(self, timeout_s: float = 900.0) -> None:
-        super().__init__()
+    def __init__(self, timeout_s: float = 900.0, bucket_mb: float = 0.0) -> None:
+        super().__init__(bucket_mb)
         address = None
         if self.rank == 0:
             address = (socket.gethostbyname(socket.gethostname()), _free_port())
@@ -40,8 +42,12 @@ class TorchDistComm(FlatAllreduce):
             timeout=timedelta(seconds=timeout_s or 900),
         )
 
-    def _allreduce_sum_(self, flat: torch.Tensor) -> None:
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    def _start(self, flat: torch.Tensor) -> Any:
+        return dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True)
+
+    def _wait(self, handles: list[Any]) -> None:
+        for work in handles:
+            work.wait()
 
     def close(self) -> None:
         super().close()

@@ -40,6 +40,8 @@ def build_models(
     depth = cfg.depth or DEFAULT_DEPTH[cfg.arch]
     if cfg.arch == "dcgan" and depth != 1:
         raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
+    if cfg.upsample != "transposed" and cfg.arch != "dcgan":
+        raise UserError(f"model.upsample={cfg.upsample} applies to dcgan only (not {cfg.arch})")
     classes = num_classes if (cfg.conditional or aux_classifier) else 0
     embed = min(cfg.z_dim, 64) if cfg.conditional else 0
     z_in = cfg.z_dim + embed
@@ -47,7 +49,7 @@ def build_models(
         body: nn.Module = MLPBody(z_in, shape, cfg.width, depth)
         trunk: nn.Module = ConvTrunk(shape, cfg.width)
     elif cfg.arch == "dcgan":
-        body = DCGANBody(z_in, channels, height, cfg.width, cfg.norm)
+        body = DCGANBody(z_in, channels, height, cfg.width, cfg.norm, cfg.upsample)
         trunk = DCGANTrunk(channels, height, cfg.width, cfg.norm)
     else:
         body = ResNetBody(z_in, channels, height, cfg.width, cfg.norm, depth, cfg.attention)

@@ -16,8 +16,25 @@ from hpcgan.models.base import norm2d, stage_channels
 _NO_CAP = 1 << 30
 
 
+def up_conv(c_in: int, c_out: int, upsample: str, bias: bool = True) -> list[nn.Module]:
+    """Double the resolution: DCGAN's 4x4 stride-2 transposed convolution, or nearest-neighbour
+    upsampling then a 3x3 convolution, which has no checkerboard pattern in its output's power
+    spectrum (Odena et al. 2016, "Deconvolution and checkerboard artifacts")."""
+    if upsample == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
+
+
 class DCGANBody(nn.Module):
-    def __init__(self, z_in: int, channels: int, resolution: int, width: int, norm: str) -> None:
+    def __init__(
+        self,
+        z_in: int,
+        channels: int,
+        resolution: int,
+        width: int,
+        norm: str,
+        upsample: str = "transposed",
+    ) -> None:
         super().__init__()
         hidden = stage_channels(resolution, width, _NO_CAP)
         bias = norm != "batch"  # a bias before BatchNorm is redundant
@@ -27,12 +44,8 @@ class DCGANBody(nn.Module):
             nn.ReLU(True),
         ]
         for c_in, c_out in zip(hidden, hidden[1:]):
-            layers += [
-                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias),
-                norm2d(norm, c_out),
-                nn.ReLU(True),
-            ]
-        layers += [nn.ConvTranspose2d(hidden[-1], channels, 4, 2, 1), nn.Tanh()]
+            layers += [*up_conv(c_in, c_out, upsample, bias), norm2d(norm, c_out), nn.ReLU(True)]
+        layers += [*up_conv(hidden[-1], channels, upsample), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

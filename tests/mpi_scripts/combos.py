@@ -112,7 +112,7 @@ state = comm.allgather_object(
     (
         d_unchanged,
         trainer.scaler_D.get_scale() < scale_before,
-        trainer.bad_streak,
+        trainer.bad_run(),
         trainer.fingerprint(),
     )
 )
