@@ -5,7 +5,8 @@
 one   one process, 1 thread: hpcgan's step / the plain loop's step (same process, alternating
       rounds), dcgan at 32x32 (built-in digits) and 64x64 (built-in grf); also their data wait.
 two   two ranks on two cores, 1 thread each, OMPI_MCA_mpi_yield_when_idle=1: images/s of np=2
-      over np=1 at 64 images per rank, per engine (np=1 and np=2 back to back in each repeat);
+      over np=1 at 64 images per rank, per engine, with and without buckets (np=1 and np=2
+      back to back in each repeat);
       the np=2 runs also give gradient averaging / a raw MPI_Allreduce of the same bytes.
 cold  data wait reading a multi-GB float32 HDF5 file (64x64 fields) cold: 2 ranks, the file's
       pages evicted (posix_fadvise DONTNEED) after the warm-up; the file is deleted afterwards.
@@ -31,7 +32,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 MPIRUN = Path(PY).parent / "mpirun"
-ENGINES = ("horovod", "torch", "mpi")
+# Engines for the two-rank goal: label -> overrides (bucketed variants overlap with backward).
+ENGINES = {
+    "horovod": ["dist.backend=horovod"],
+    "torch": ["dist.backend=torch"],
+    "mpi": ["dist.backend=mpi"],
+    "mpi+buckets": ["dist.backend=mpi", "dist.bucket_mb=1"],
+    "torch+buckets": ["dist.backend=torch", "dist.bucket_mb=1"],
+}
 QUIET, QUIET_WAIT = 0.15, 600  # start a measurement when others use < 15% of the CPUs
 
 
@@ -123,11 +131,11 @@ def one_rank(out: Path, data: Path, rep: int, steps: int) -> None:
 
 def two_ranks(out: Path, data: Path, rep: int, steps: int) -> None:
     base = ["data.builtin=digits", f"data.root={data}", "--steps", str(steps), "--no-plain"]
-    for engine in ENGINES:
+    for engine, overrides in ENGINES.items():
         wait_quiet(QUIET, QUIET_WAIT)
         runs = {}
         for np_ in (1, 2):
-            args = [*base, f"dist.backend={engine}", f"train.batch_size={64 * np_}"]
+            args = [*base, *overrides, f"train.batch_size={64 * np_}"]
             runs[np_] = bench(out, f"two-{engine}-np{np_}-{rep}", args, np_)
         a = runs[2]["allreduce"]
         log(

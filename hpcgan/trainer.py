@@ -365,7 +365,9 @@ class Trainer:
         self.G_ema.train()
         try:
             for i in range(STANDING_BATCHES):
-                z = draw(self.cfg.train.seed, i, STREAM_STANDING, (n, self.z_dim), device=self.device)
+                z = draw(
+                    self.cfg.train.seed, i, STREAM_STANDING, (n, self.z_dim), device=self.device
+                )
                 with self._autocast():
                     self.G_ema(z.to(self.dtype), y)
         finally:

@@ -45,9 +45,16 @@ def test_one_rank(tmp_path, digits_h5, np_, engine):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("engine", ["mpi", "horovod"])
-def test_two_ranks(tmp_path, digits_h5, engine):
-    r, out = _bench(tmp_path, digits_h5, f"dist.backend={engine}", "train.d_steps=2", np=2)
+@pytest.mark.parametrize("engine, buckets", [("mpi", 0), ("mpi", 1 / 64), ("horovod", 0)])
+def test_two_ranks(tmp_path, digits_h5, engine, buckets):
+    r, out = _bench(
+        tmp_path,
+        digits_h5,
+        f"dist.backend={engine}",
+        f"dist.bucket_mb={buckets}",
+        "train.d_steps=2",
+        np=2,
+    )
     assert r["ranks"] == 2 and r["engine"] == engine and len(r["per_rank"]) == 2
     assert r["batch"] == {"global": 16, "per_rank": 8}
     _check_times(r)
@@ -59,9 +66,10 @@ def test_two_ranks(tmp_path, digits_h5, engine):
     assert a["raw_busbw_GBps"] == pytest.approx(a["raw_algbw_GBps"])  # 2(N-1)/N = 1 at N=2
     assert a["ratio"] == pytest.approx(a["engine_s"] / a["raw_s"])
     assert a["in_step_s"] == r["sections_s"]["grad_average"]["mean"]
-    # Horovod reduces inside backward hooks: its in-step figure is only the exposed wait.
-    assert r["grad_average_is_exposed_only"] == (engine == "horovod")
-    assert "raw MPI_Allreduce" in out and ("exposed wait" in out) == (engine == "horovod")
+    # Horovod, and buckets, reduce inside backward hooks: the in-step figure is the exposed wait.
+    overlapped = engine == "horovod" or buckets > 0
+    assert r["grad_average_is_exposed_only"] == overlapped
+    assert "raw MPI_Allreduce" in out and ("exposed wait" in out) == overlapped
 
 
 @pytest.mark.parametrize(

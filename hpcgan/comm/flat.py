@@ -52,7 +52,11 @@ class FlatGrads:
         begin = offset = 0
         for p in params:
             n = p.numel()
-            if bucket_bytes > 0 and offset > begin and (offset + n - begin) * p.element_size() > bucket_bytes:
+            if (
+                bucket_bytes > 0
+                and offset > begin
+                and (offset + n - begin) * p.element_size() > bucket_bytes
+            ):
                 bounds.append((begin, offset))
                 begin = offset
             bucket_of.append(len(bounds))

@@ -21,7 +21,10 @@ def up_conv(c_in: int, c_out: int, upsample: str, bias: bool = True) -> list[nn.
     upsampling then a 3x3 convolution, which has no checkerboard pattern in its output's power
     spectrum (Odena et al. 2016, "Deconvolution and checkerboard artifacts")."""
     if upsample == "nearest":
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+        return [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias),
+        ]
     return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
 
 
