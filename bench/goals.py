@@ -129,9 +129,10 @@ def one_rank(out: Path, data: Path, rep: int, steps: int) -> None:
         )
 
 
-def two_ranks(out: Path, data: Path, rep: int, steps: int) -> None:
+def two_ranks(out: Path, data: Path, rep: int, steps: int, engines: list[str]) -> None:
     base = ["data.builtin=digits", f"data.root={data}", "--steps", str(steps), "--no-plain"]
-    for engine, overrides in ENGINES.items():
+    for engine in engines:
+        overrides = ENGINES[engine]
         wait_quiet(QUIET, QUIET_WAIT)
         runs = {}
         for np_ in (1, 2):
@@ -222,6 +223,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cold-gb", type=float, default=3.0)
     p.add_argument("--only", default="one,two,cold")
+    p.add_argument("--engines", default=",".join(ENGINES), help="for 'two': labels of ENGINES")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     data = a.out / "data"  # the built-in datasets, prepared once
@@ -230,7 +232,7 @@ def main() -> None:
         if "one" in only:
             one_rank(a.out, data, rep, a.steps)
         if "two" in only:
-            two_ranks(a.out, data, rep, a.steps)
+            two_ranks(a.out, data, rep, a.steps, a.engines.split(","))
     if "cold" in only:
         cold(a.out, a.cold_gb, a.repeats, a.steps)
 

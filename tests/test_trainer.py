@@ -102,3 +102,18 @@ def test_g_ema_gets_batch_norm_statistics_of_its_own_weights():
     fresh = gap() if trainer.sampler() is trainer.G_ema else float("inf")
     assert fresh < 0.2 * stale, (fresh, stale)
     assert "running_var" in "".join(trainer.state_dict()["G_ema"])
+
+
+def test_fp16_overflow_is_skipped_by_fused_adam_and_lowers_the_scale():
+    trainer = make("train.precision=fp16")
+    for step in range(4):  # the first steps may overflow while the loss scale settles
+        trainer.step(step, [(real(step), None)])
+    trainer.bad_run()
+    d, scale = snapshot(trainer.D), trainer.scaler_D.get_scale()
+    trainer.step(4, [(real(4) * 1e6, None)])  # overflows D's half-precision forward
+    assert same(d, snapshot(trainer.D))
+    assert trainer.scaler_D.get_scale() < scale
+    assert trainer.bad_run() >= 1
+    for step in range(5, 10):
+        trainer.step(step, [(real(step), None)])
+    assert not same(d, snapshot(trainer.D))
