@@ -64,10 +64,11 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def plain_loop(
-    G: nn.Module, D: nn.Module, z_dim: int, precision: str = "fp32"
+    G: nn.Module, D: nn.Module, z_dim: int, precision: str = "fp32", d_steps: int = 1
 ) -> Callable[[torch.Tensor, torch.Tensor | None], None]:
-    """pytorch/examples' DCGAN step (Adam 2e-4, non-saturating loss): no engine, no checks, no
-    statistics, no EMA. G and D are already on their device and dtype."""
+    """pytorch/examples' DCGAN step (Adam 2e-4, non-saturating loss), with ``d_steps`` D
+    updates per G update as hpcgan makes: no engine, no checks, no statistics, no EMA. G and D
+    are already on their device and dtype."""
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     dtype = next(G.parameters()).dtype
@@ -78,13 +79,16 @@ def plain_loop(
         return torch.autocast(next(G.parameters()).device.type, dtype=_AUTOCAST[precision])
 
     def step(real: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        z = torch.randn(real.shape[0], z_dim, device=real.device, dtype=dtype)
-        with cast():
-            fake = G(z, y)
-            loss_d = F.softplus(-D(real, y)[0]).mean() + F.softplus(D(fake.detach(), y)[0]).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
+        for i in range(d_steps):
+            z = torch.randn(real.shape[0], z_dim, device=real.device, dtype=dtype)
+            with cast():
+                with torch.set_grad_enabled(i == d_steps - 1):  # G's update uses the last
+                    fake = G(z, y)
+                real_loss = F.softplus(-D(real, y)[0]).mean()
+                loss_d = real_loss + F.softplus(D(fake.detach(), y)[0]).mean()
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
         with cast():
             loss_g = F.softplus(-D(fake, y)[0]).mean()
         opt_g.zero_grad()
@@ -118,7 +122,7 @@ def make_plain(cfg: Config, pieces: Pieces, comm: Comm) -> Callable[[], None]:
     y = None
     if trainer.num_classes:
         y = torch.randint(trainer.num_classes, (n,), device=device)
-    step = plain_loop(G, D, cfg.model.z_dim, t.precision)
+    step = plain_loop(G, D, cfg.model.z_dim, t.precision, t.d_steps)
     return lambda: step(real, y)
 
 

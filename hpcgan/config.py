@@ -49,8 +49,8 @@ class ModelConfig:
     z_dim: int = _f(100, "latent size")
     norm: str = _f(
         "batch",
-        "normalisation in G (and DCGAN's D); none makes N-rank and 1-rank runs the same "
-        "computation",
+        "normalisation in G (and DCGAN's D; mlp has none); none makes N-rank and 1-rank runs "
+        "the same computation",
         choices=("batch", "none"),
     )
     upsample: str = _f(
@@ -63,7 +63,9 @@ class ModelConfig:
         0, "mlp: hidden layers of G; resnet: residual blocks per resolution; 0 = the default"
     )
     attention: int = _f(
-        0, "resnet: resolution of a SAGAN self-attention block in G and D; 0 = none"
+        0,
+        "resnet: resolution (8 to half the image size) of a SAGAN self-attention block in G "
+        "and D; 0 = none",
     )
     spectral_norm: bool = _f(False, "spectral normalisation of every layer of D")
     conditional: bool = _f(
@@ -89,7 +91,9 @@ class TrainConfig:
     grad_clip: float = _f(0.0, "clip each network's averaged gradient to this norm (0 = off)")
     d_steps: int = _f(1, "discriminator steps per generator step (each on a fresh batch)")
     aux_classifier: bool = _f(
-        False, "AC-GAN: D also classifies real and generated samples (needs /labels)"
+        False,
+        "AC-GAN: G is class-conditional and D also classifies real and generated samples "
+        "(needs /labels); with model.conditional D keeps its projection term too",
     )
     aux_weight: float = _f(1.0, "weight of the auxiliary classification loss")
     ema_halflife_images: float = _f(
@@ -310,6 +314,9 @@ def validate(cfg: Config, world_size: int) -> None:
         "train.l1": t.l1,
         "train.spectral_weight": t.spectral_weight,
         "train.l2": t.l2,
+        "train.gp_weight": t.gp_weight,
+        "train.aux_weight": t.aux_weight,
+        "train.momentum": t.momentum,
         "train.grad_clip": t.grad_clip,
         "train.ema_halflife_images": t.ema_halflife_images,
         "train.ema_rampup": t.ema_rampup,
@@ -330,6 +337,9 @@ def validate(cfg: Config, world_size: int) -> None:
         )
     if m.attention and (m.arch != "resnet" or m.attention & (m.attention - 1)):
         raise UserError("model.attention needs model.arch=resnet and a power-of-two resolution")
+    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2}.items():
+        if not 0 <= value < 1:
+            raise UserError(f"{key} must be in [0, 1), got {value}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -199,6 +199,13 @@ def train(cfg: Config, comm: Comm) -> None:
             f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
             f"device {device}, {torch.get_num_threads()} thread(s) per rank"
         )
+        if cfg.train.loss == "wgan-gp" and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pieces.trainer.D.modules()
+        ):
+            log.info(
+                "note: WGAN-GP penalises each sample's gradient, but batch norm in D mixes the "
+                "samples of a batch; model.norm=none is the usual choice (Gulrajani et al. 2017)"
+            )
         loop.run(start)
         log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
     finally:

@@ -110,9 +110,15 @@ class Trainer:
         # Both optimizers are created while every parameter requires grad (Horovod hooks).
         self.opt_G = comm.wrap_optimizer(make_optimizer(t, self.G, t.lr_g), self.G, "G")
         self.opt_D = comm.wrap_optimizer(make_optimizer(t, self.D, t.lr_d), self.D, "D")
+        # fp16: one loss scaler per network. Engines that fold 1/N into the loss
+        # (backward_scale) start their scale N times higher, so that every rank's fp16
+        # gradients have the magnitudes they would have under Horovod.
         fp16 = t.precision == "fp16"
-        self.scaler_G = torch.amp.GradScaler(device.type) if fp16 else None
-        self.scaler_D = torch.amp.GradScaler(device.type) if fp16 else None
+        self._summed = round(1.0 / comm.backward_scale)  # N for the flat engines, else 1
+        self.scaler_G, self.scaler_D = (
+            torch.amp.GradScaler(device.type, init_scale=2.0**16 * self._summed) if fp16 else None
+            for _ in range(2)
+        )
         self.G_run = torch.compile(self.G) if t.compile else self.G
         self.D_run = torch.compile(self.D) if t.compile else self.D
         self._autocast_dtype = _AUTOCAST.get(t.precision)
@@ -123,7 +129,7 @@ class Trainer:
         self._streak = torch.zeros((), device=device)
         self._worst = torch.zeros((), device=device)
         self.lr_scale = 1.0  # lowered by the divergence guard
-        self.images_seen = 0  # global images shown to D, for the EMA ramp
+        self.images_seen = 0  # global real images shown to D (d_steps batches per step)
         self._standing_at = -1  # images_seen when G_ema's statistics were last recomputed
         self.timer = NoTimer()  # hpcgan.bench swaps in a StepTimer
 
@@ -170,7 +176,8 @@ class Trainer:
         Returns a 0-dim flag on the device, 1 when the step was skipped because the averaged
         gradients are not finite. The average is bitwise the same on every rank, so every rank
         skips the same steps without exchanging a flag (and an fp16 overflow on one rank is an
-        overflow on all). With Adam the skip is decided on the device (no host sync).
+        overflow on all). With Adam the skip is decided on the device (no host sync), except
+        under Horovod in fp16: its rebuilt optimizer is not fused, so GradScaler reads its flag.
         """
         self.comm.zero_grad(opt)
         with self.timer.section("backward"):
@@ -204,14 +211,18 @@ class Trainer:
         y_real: torch.Tensor | None,
         fake: torch.Tensor,
         y_fake: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One discriminator update on batch ``key``: real [n, C, H, W] vs detached fakes."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One discriminator update on batch ``key``: real [n, C, H, W] vs detached fakes.
+        Returns the loss, the skip flag and the mean real and fake logits [2]."""
         t = self.cfg.train
         r1 = t.r1_gamma > 0 and key % t.r1_every == 0
         if r1:
             real = real.detach().requires_grad_(True)
+        # Penalties differentiate D's input gradients (double backward), which a compiled D
+        # (AOTAutograd) does not support: they go through the eager module.
+        D_real = self.D if r1 else self.D_run
         with self.timer.section("forward"), self._autocast():
-            logits_real, aux_real = self.D_run(real, y_real)
+            logits_real, aux_real = D_real(real, y_real)
             logits_fake, aux_fake = self.D_run(fake, y_fake)
             loss = losses.d_loss(t.loss, logits_real, logits_fake)
             if aux_real is not None:  # AC-GAN: D also classifies both halves
@@ -225,17 +236,15 @@ class Trainer:
                     draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform", self.device)
                 )
                 loss = loss + t.gp_weight * losses.gradient_penalty(
-                    lambda x: self.D_run(x, y_real)[0], real, fake, eps
+                    lambda x: self.D(x, y_real)[0], real, fake, eps
                 )
             if r1:  # lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every
                 penalty = losses.r1_penalty(logits_real, real)
                 loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
             loss = loss + weight_penalty(self.D, t.l1, t.l2)
         skipped = self._update(loss, self.opt_D, self.scaler_D, self.D)
-        for i, logits in ((2, logits_real), (3, logits_fake)):  # means over the D updates
-            mean = logits.detach().float().mean() / t.d_steps
-            self._stats[i] += torch.where(skipped > 0, torch.zeros_like(mean), mean)
-        return loss.detach(), skipped
+        logits = torch.stack([x.detach().float().mean() for x in (logits_real, logits_fake)])
+        return loss.detach(), skipped, logits
 
     def g_phase(
         self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor
@@ -271,6 +280,7 @@ class Trainer:
         t = self.cfg.train
         self._set_learning_rates(step)
         skipped = torch.zeros((), device=self.device)
+        logits = torch.zeros(2, device=self.device)  # sums over the D updates
         for j, (real, y_real) in enumerate(batches):
             key = step * t.d_steps + j  # global batch index: latents, labels, GP draws
             real = real.to(self.device, self.dtype, non_blocking=True)
@@ -284,8 +294,9 @@ class Trainer:
             last = j == len(batches) - 1
             with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
                 fake = self.G_run(self.latents(key), y_fake)  # [n, C, H, W]; last one kept for G
-            loss_d, d_skipped = self.d_phase(key, real, y_real, fake.detach(), y_fake)
+            loss_d, d_skipped, d_logits = self.d_phase(key, real, y_real, fake.detach(), y_fake)
             skipped = torch.maximum(skipped, d_skipped)
+            logits += d_logits
             self.images_seen += t.batch_size
         loss_g, g_skipped = self.g_phase(fake, y_fake, real)
         self._update_ema(1.0 - g_skipped)
@@ -296,6 +307,7 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         self._stats[0] += torch.where(skipped > 0, zero, loss_d.float())
         self._stats[1] += torch.where(skipped > 0, zero, loss_g.float())
+        self._stats[2:4] += torch.where(skipped > 0, zero, logits / t.d_steps)
         self._stats[4] += skipped
         self._stat_steps += 1
 
@@ -309,14 +321,15 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self, apply: torch.Tensor) -> None:
         """G_ema <- beta G_ema + (1 - beta) G, beta from a half-life in images (not steps),
-        so it means the same at any batch size or world size; ramped up early on. ``apply``
-        (0-dim, 0 or 1 on the device) is 0 after a skipped G step: then G_ema stays."""
+        so it means the same at any batch size or world size; ramped up early on. Images count
+        one global batch per G step, whatever train.d_steps is. ``apply`` (0-dim, 0 or 1 on the
+        device) is 0 after a skipped G step: then G_ema stays."""
         if self.G_ema is None:
             return
         t = self.cfg.train
         halflife = t.ema_halflife_images
         if t.ema_rampup > 0:
-            halflife = min(halflife, self.images_seen * t.ema_rampup)
+            halflife = min(halflife, self.images_seen / t.d_steps * t.ema_rampup)
         beta = 0.5 ** (t.batch_size / max(halflife, 1e-8))
         weight = (apply * (1 - beta)).to(self.dtype)
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -411,8 +424,10 @@ class Trainer:
         if self.G_ema is not None:
             state["G_ema"] = self.G_ema.state_dict()
         if self.scaler_G is not None:
-            state["scaler_G"] = self.scaler_G.state_dict()
-            state["scaler_D"] = self.scaler_D.state_dict()
+            for key, scaler in (("scaler_G", self.scaler_G), ("scaler_D", self.scaler_D)):
+                saved = scaler.state_dict()
+                saved["scale"] /= self._summed  # as one rank (or Horovod) would have it
+                state[key] = saved
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -428,8 +443,10 @@ class Trainer:
             # A run that turns EMA on later starts its average from the current G.
             self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
         if self.scaler_G is not None and "scaler_G" in state:
-            self.scaler_G.load_state_dict(state["scaler_G"])
-            self.scaler_D.load_state_dict(state["scaler_D"])
+            for key, scaler in (("scaler_G", self.scaler_G), ("scaler_D", self.scaler_D)):
+                saved = dict(state[key])
+                saved["scale"] *= self._summed  # at this world size
+                scaler.load_state_dict(saved)
         self.images_seen = int(state.get("images_seen", 0))
         # A saved G_ema holds the statistics of its weights (state_dict); without one, recompute.
         self._standing_at = self.images_seen if "G_ema" in state else -1

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import launch
+
+from hpcgan.bench import plain_loop
+from hpcgan.config import ModelConfig
+from hpcgan.models import build_models
 
 TINY = ["model.width=8", "model.z_dim=16", "train.batch_size=16"]
 FAST = ["--steps", "4", "--warmup", "1", "--rounds", "2", "--allreduce-repeats", "3"]
@@ -86,3 +91,19 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("hpcgan: error:") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_plain_loop_makes_as_many_d_updates_as_hpcgan(monkeypatch):
+    """The reference loop does train.d_steps D updates per G update, as the trainer does."""
+    steps = []  # parameters updated by each Adam step
+    adam_step = torch.optim.Adam.step
+
+    def counted(self, *args):
+        steps.append(len(self.param_groups[0]["params"]))
+        return adam_step(self, *args)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    G, D = build_models(ModelConfig(width=4, z_dim=8), (1, 16, 16))
+    plain_loop(G, D, 8, d_steps=3)(torch.zeros(4, 1, 16, 16))
+    d_params, g_params = len(list(D.parameters())), len(list(G.parameters()))
+    assert steps == [d_params] * 3 + [g_params]

@@ -68,6 +68,10 @@ def test_validate_world_size_and_ranges():
         validate(load_config(None, ["train.steps=0"]), 1)
     with pytest.raises(UserError, match="train.lr_d must be positive"):
         validate(load_config(None, ["train.lr_d=0"]), 1)
+    with pytest.raises(UserError, match=r"train.beta2 must be in \[0, 1\), got 1.0"):
+        validate(load_config(None, ["train.beta2=1"]), 1)
+    with pytest.raises(UserError, match="train.gp_weight must not be negative"):
+        validate(load_config(None, ["train.gp_weight=-10"]), 1)
 
 
 def test_round_trip_and_help():

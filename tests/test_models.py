@@ -138,6 +138,35 @@ def test_resnet_depth_attention_and_spectral_norm():
     assert torch.linalg.matrix_norm(w.detach(), ord=2).item() == pytest.approx(1.0, abs=0.05)
 
 
+def test_attention_sits_on_feature_maps_of_g_and_d():
+    from hpcgan.models.base import SelfAttention
+
+    G, D = build_models(ModelConfig(arch="resnet", width=8, attention=16), (1, 32, 32))
+    (g_attn,) = [m for m in G.modules() if isinstance(m, SelfAttention)]
+    (d_attn,) = [m for m in D.modules() if isinstance(m, SelfAttention)]
+    # Not on D's one-channel input: on the 16x16 features of D's first stage.
+    assert g_attn.v.in_channels > 1 and d_attn.v.in_channels > 1
+    seen = []
+    d_attn.register_forward_hook(lambda m, args, out: seen.append(out.shape[-1]))
+    D(torch.randn(2, 1, 32, 32))
+    assert seen == [16]
+    for bad in (4, 32, 64):  # where G or D has no feature map of that size: an error, not a no-op
+        with pytest.raises(UserError, match=f"model.attention={bad} needs"):
+            build_models(ModelConfig(arch="resnet", width=8, attention=bad), (1, 32, 32))
+
+
+def test_aux_classifier_alone_is_ac_gan():
+    """AC-GAN: a class-conditional G, and a D with a classification head but no projection."""
+    cfg = ModelConfig(arch="dcgan", width=8, z_dim=8)
+    G, D = build_models(cfg, (1, 16, 16), num_classes=10, aux_classifier=True)
+    z = torch.randn(3, 8)
+    assert not torch.allclose(G(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([7, 7, 7])))
+    x = G(z, torch.tensor([0, 3, 9]))
+    logits, aux = D(x, torch.tensor([0, 3, 9]))
+    assert aux.shape == (3, 10)
+    assert torch.equal(logits, D(x, torch.tensor([1, 1, 1]))[0])  # no projection term
+
+
 def test_conditional_and_aux_classifier():
     cfg = ModelConfig(arch="dcgan", width=8, z_dim=8, conditional=True)
     G, D = build_models(cfg, (1, 16, 16), num_classes=10, aux_classifier=True)

@@ -126,10 +126,13 @@ def test_every_arch_loss_precision_at_two_ranks():
     assert len({streak for *_, streak in overflow["per_rank"]}) == 1
 
 
-@pytest.mark.parametrize("engine", ["torch", "mpi"])
-def test_engines_reach_horovods_parameters(tmp_path, digits_h5, engine):
-    """The flat-buffer engines compute what Horovod computes (fp32, batch norm on), in one
-    buffer per network and in 16 KiB buckets started from backward hooks."""
+@pytest.mark.parametrize(
+    ("engine", "precision"), [("torch", "fp32"), ("mpi", "fp32"), ("mpi", "fp16")]
+)
+def test_engines_reach_horovods_parameters(tmp_path, digits_h5, engine, precision):
+    """The flat-buffer engines compute what Horovod computes (batch norm on), in one buffer
+    per network and in 16 KiB buckets started from backward hooks. In fp16 too: they fold 1/N
+    into the loss, so their loss scale starts N times higher to give the same fp16 gradients."""
     results = {}
     for name, backend, bucket_mb in (
         ("horovod", "horovod", 0),
@@ -144,6 +147,7 @@ def test_engines_reach_horovods_parameters(tmp_path, digits_h5, engine):
             "run.checkpoint_every=10",
             f"dist.backend={backend}",
             f"dist.bucket_mb={bucket_mb}",
+            f"train.precision={precision}",
         )
         proc = launch(args, np=2)
         assert proc.returncode == 0, proc.stderr[-3000:]

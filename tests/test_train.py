@@ -59,6 +59,14 @@ def test_resume_continues_to_the_new_step_count(tmp_path, digits_h5):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000020.pt"
 
 
+@pytest.mark.parametrize("norm,noted", [("batch", True), ("none", False)])
+def test_wgan_gp_with_batch_norm_in_d_gets_a_note(tmp_path, digits_h5, norm, noted):
+    args = tiny(tmp_path / "run", digits_h5, "train.steps=2", "train.loss=wgan-gp")
+    proc = launch([*args, f"model.norm={norm}"])
+    assert proc.returncode == 0, proc.stderr
+    assert ("batch norm in D mixes the samples" in proc.stdout) == noted
+
+
 def test_built_in_dataset_is_prepared_on_first_use(tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     args = [

@@ -117,3 +117,62 @@ def test_fp16_overflow_is_skipped_by_fused_adam_and_lowers_the_scale():
     for step in range(5, 10):
         trainer.step(step, [(real(step), None)])
     assert not same(d, snapshot(trainer.D))
+
+
+@pytest.mark.parametrize("penalty", ["train.r1_gamma=1", "train.loss=wgan-gp"])
+def test_penalties_train_a_compiled_discriminator(monkeypatch, penalty):
+    """R1 and WGAN-GP need D's input gradient differentiated again, which compiled modules
+    (AOTAutograd) refuse; the trainer runs the penalties through the eager D."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m: compile_(m, backend="aot_eager"))
+    trainer = make("train.compile=true", "model.norm=none", penalty)
+    d = snapshot(trainer.D)
+    for step in range(2):
+        trainer.step(step, [(real(step), None)])
+    assert trainer.bad_run() == 0
+    assert not same(d, snapshot(trainer.D))
+
+
+class SummingComm(SingleProcess):
+    """One process that folds 1/2 into the loss, as the flat engines do at two ranks."""
+
+    backward_scale = 0.5
+
+
+def test_fp16_loss_scale_is_saved_as_one_rank_would_have_it():
+    cfg = ["train.precision=fp16"]
+    summing = make(*cfg)
+    summing.__init__(summing.cfg, SummingComm(), summing.G, summing.D, torch.device("cpu"))
+    assert summing.scaler_D.get_scale() == 2.0**17  # the same fp16 gradients as Horovod's
+    state = summing.state_dict()
+    assert state["scaler_D"]["scale"] == 2.0**16 and state["scaler_G"]["scale"] == 2.0**16
+    one_rank = make(*cfg)
+    one_rank.load_state_dict(state)
+    assert one_rank.scaler_D.get_scale() == 2.0**16
+    summing.load_state_dict(state)
+    assert summing.scaler_G.get_scale() == 2.0**17
+
+
+def test_ema_rampup_counts_one_batch_per_generator_step():
+    """ema_rampup=0.5 after one G step of 8 images: half-life 4 images, so G_ema moves 3/4 of
+    the way to G (beta = 0.5 ** (8 / 4)), however many D batches the step read."""
+    trainer = make("train.d_steps=3", "train.ema_rampup=0.5", "train.ema_halflife_images=1e9")
+    before = snapshot(trainer.G_ema)
+    trainer.step(0, [(real(i), None) for i in range(3)])
+    for p0, p_ema, p in zip(before, trainer.G_ema.parameters(), trainer.G.parameters()):
+        assert torch.allclose(p_ema, p0 + 0.75 * (p - p0), atol=1e-6)
+
+
+def test_logit_means_leave_out_a_step_with_any_skipped_d_update():
+    clean = make("train.d_steps=2")
+    clean.step(0, [(real(0), None), (real(1), None)])
+    expected = clean.pop_stats()
+    poisoned = make("train.d_steps=2")
+    poisoned.step(0, [(real(0), None), (real(1), None)])
+    bad = real(2)
+    bad[0, 0, 0, 0] = float("nan")  # the first D update of step 1 is skipped, the second not
+    poisoned.step(1, [(bad, None), (real(3), None)])
+    stats = poisoned.pop_stats()
+    assert stats["steps/skipped_nonfinite"] == 1
+    for key in ("D/real_logit", "D/fake_logit"):
+        assert stats[key] == pytest.approx(expected[key], rel=1e-6)

@@ -51,7 +51,9 @@ pip install -q -e "$root[dev]" "cmake>=3.18" wheel setuptools
 
 torch_version=$("$py" -c 'import torch; print(torch.__version__)')
 hvd_stamp=$venv/.horovod-built-for
-if ! "$py" -c 'import horovod.torch' 2>/dev/null || [ "$(cat "$hvd_stamp" 2>/dev/null)" != "$torch_version $mpi" ]; then
+# GPU clusters: HOROVOD_GPU_OPERATIONS=NCCL builds Horovod's GPU allreduce (a change rebuilds it).
+hvd_build="$torch_version $mpi${HOROVOD_GPU_OPERATIONS:+ gpu=$HOROVOD_GPU_OPERATIONS}"
+if ! "$py" -c 'import horovod.torch' 2>/dev/null || [ "$(cat "$hvd_stamp" 2>/dev/null)" != "$hvd_build" ]; then
   say "building $horovod_spec against torch $torch_version (takes a few minutes)"
   # Horovod 0.28.1's CMake files pin C++14; torch >= 2.1 headers need C++17 (horovod PR #3998,
   # merged but never released). A compiler wrapper upgrades the standard flag.
@@ -75,7 +77,7 @@ WRAP
   HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITHOUT_GLOO=${HOROVOD_WITHOUT_GLOO:-1} \
   MAKEFLAGS="-j$(nproc)" \
     pip install -q --no-build-isolation --no-cache-dir "$horovod_spec"
-  echo "$torch_version $mpi" > "$hvd_stamp"
+  echo "$hvd_build" > "$hvd_stamp"
 fi
 
 "$py" -c 'import horovod.torch, mpi4py.MPI, torch, h5py; print("setup: ok: torch", torch.__version__, "horovod", horovod.__version__, "MPI", mpi4py.MPI.Get_library_version().splitlines()[0])'

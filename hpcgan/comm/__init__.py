@@ -13,19 +13,21 @@ from hpcgan.errors import UserError
 from hpcgan.launcher import under_mpi_launcher
 
 
-def _horovod_available() -> bool:
+def _horovod_available(cuda: bool) -> bool:
+    """Horovod is installed and, for GPU training, built with GPU operations (a CPU-only
+    build fails at its first collective on a CUDA tensor)."""
     try:
-        import horovod.torch  # noqa: F401
+        import horovod.torch as hvd
     except ImportError:
         return False
-    return True
+    return not cuda or bool(hvd.nccl_built() or hvd.cuda_built() or hvd.rocm_built())
 
 
 def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
     """The engine named by ``dist.backend``. ``auto``, under an MPI launcher: on GPUs Horovod
     (the torch engine where Horovod is not installed), on CPUs the mpi engine (the fastest
     measured there, README: Performance); without a launcher one plain process. ``cuda``:
-    training will run on GPUs."""
+    training will run on GPUs. A Horovod built without GPU operations counts as absent there."""
     backend = dist.backend
     if backend == "auto":
         if not under_mpi_launcher():
@@ -33,7 +35,7 @@ def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
         elif not cuda:
             backend = "mpi"
         else:
-            backend = "horovod" if _horovod_available() else "torch"
+            backend = "horovod" if _horovod_available(cuda) else "torch"
     if dist.compression != "none" and backend not in ("horovod", "none"):
         raise UserError(
             f"dist.compression={dist.compression} needs dist.backend=horovod (got {backend})"
@@ -49,13 +51,18 @@ def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
             if comm.size > 1:
                 raise UserError(f"dist.backend=none cannot train with {comm.size} ranks")
     elif backend == "horovod":
+        if not _horovod_available(cuda):
+            gpu = " with GPU operations (HOROVOD_GPU_OPERATIONS=NCCL)" if cuda else ""
+            raise UserError(
+                f"dist.backend=horovod: Horovod is not installed{gpu}; use dist.backend=torch"
+            )
         from hpcgan.comm.horovod import HorovodComm
 
         comm = HorovodComm(dist.compression)
     elif backend == "torch":
         from hpcgan.comm.torch_engine import TorchDistComm
 
-        comm = TorchDistComm(dist.timeout_s, dist.bucket_mb)
+        comm = TorchDistComm(dist.timeout_s, dist.bucket_mb, cuda)
     else:
         from hpcgan.comm.mpi_engine import MPIAllreduceComm
 

@@ -24,7 +24,8 @@ def build_models(
     """(G, D) for images of ``shape`` = (C, H, W); ``num_classes`` > 0 when the data has labels.
 
     ``model.conditional`` makes G class-conditional and adds D's projection term;
-    ``aux_classifier`` adds D's AC-GAN head. Both need labels.
+    ``aux_classifier`` makes G class-conditional and adds D's AC-GAN head (with both: the
+    multi-task variant). Both need labels.
     """
     channels, height, width = shape
     if height != width or height < 16 or height & (height - 1):
@@ -42,8 +43,13 @@ def build_models(
         raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
     if cfg.upsample != "transposed" and cfg.arch != "dcgan":
         raise UserError(f"model.upsample={cfg.upsample} applies to dcgan only (not {cfg.arch})")
+    if cfg.attention and not (cfg.arch == "resnet" and 8 <= cfg.attention <= height // 2):
+        raise UserError(
+            f"model.attention={cfg.attention} needs model.arch=resnet and a resolution from 8 "
+            f"to {height // 2} (half the image size), where G and D both have feature maps"
+        )
     classes = num_classes if (cfg.conditional or aux_classifier) else 0
-    embed = min(cfg.z_dim, 64) if cfg.conditional else 0
+    embed = min(cfg.z_dim, 64) if classes else 0
     z_in = cfg.z_dim + embed
     if cfg.arch == "mlp":
         body: nn.Module = MLPBody(z_in, shape, cfg.width, depth)
@@ -54,7 +60,7 @@ def build_models(
     else:
         body = ResNetBody(z_in, channels, height, cfg.width, cfg.norm, depth, cfg.attention)
         trunk = ResNetTrunk(channels, height, cfg.width, depth, cfg.attention)
-    G = Generator(body, cfg.z_dim, classes if cfg.conditional else 0, embed)
+    G = Generator(body, cfg.z_dim, classes, embed)
     D = Discriminator(trunk, trunk.features, classes, cfg.conditional, aux_classifier)
     init_normal_(G)
     init_normal_(D)

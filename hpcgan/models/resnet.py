@@ -95,8 +95,6 @@ class ResNetTrunk(nn.Module):
         blocks: list[nn.Module] = []
         c_in, size = channels, resolution
         for i, c_out in enumerate(hidden):
-            if size == attention:
-                blocks.append(SelfAttention(c_in))
             blocks += [
                 DownBlock(c_in if j == 0 else c_out, c_out, False, i == j == 0)
                 for j in range(depth - 1)
@@ -105,6 +103,8 @@ class ResNetTrunk(nn.Module):
                 DownBlock(c_in if depth == 1 else c_out, c_out, True, i == 0 and depth == 1)
             )
             c_in, size = c_out, size // 2
+            if size == attention:  # on the features this stage made, as in SAGAN's D
+                blocks.append(SelfAttention(c_out))
         self.blocks = nn.Sequential(*blocks)
         self.features = hidden[-1]
 
