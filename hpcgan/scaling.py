@@ -4,9 +4,11 @@ the gradient bytes each step averages (ring allreduce model), next to Horovod's 
     python -m hpcgan.scaling                                  # built-in models + StyleGAN2 size
     python -m hpcgan.scaling --bench bench.json               # a model measured by hpcgan.bench
     python -m hpcgan.scaling --bandwidth-GBps 12.5 --latency-us 5 --ranks 16 128 1024
+    python -m hpcgan.scaling --bucket-mb 4                    # torch/mpi with dist.bucket_mb=4
 
 Weak scaling: each rank keeps its batch, so its compute time T_c stays fixed as ranks are added.
-For a step that averages messages of b_1, b_2, ... bytes (one per network per update):
+For a step that averages messages of b_1, b_2, ... bytes (one per network per update, or one
+per bucket with --bucket-mb: each bucket is an allreduce of its own and pays the latency):
     T_ring(b, N) = 2 (N-1)/N * b / B  +  2 (N-1) * alpha     one ring allreduce of b bytes
     T_comm(N)    = sum_i T_ring(b_i, N)
     T_exposed    = max(0, T_comm - overlap * T_backward)      overlap: share of backward time
@@ -48,8 +50,27 @@ def ring_allreduce_s(nbytes: float, ranks: int, bandwidth: float, latency: float
     return 2 * (ranks - 1) / ranks * nbytes / bandwidth + 2 * (ranks - 1) * latency
 
 
-def efficiency(w: Workload, ranks: int, bandwidth: float, latency: float, overlap: float) -> float:
-    comm = sum(ring_allreduce_s(b, ranks, bandwidth, latency) for b in w.messages)
+def in_buckets(messages: tuple[int, ...], bucket_bytes: int) -> list[int]:
+    """Each message cut into allreduces of at most ``bucket_bytes`` (0: left whole)."""
+    if bucket_bytes <= 0:
+        return list(messages)
+    cut = []
+    for b in messages:
+        whole, rest = divmod(int(b), bucket_bytes)
+        cut += [bucket_bytes] * whole + ([rest] if rest else [])
+    return cut
+
+
+def efficiency(
+    w: Workload,
+    ranks: int,
+    bandwidth: float,
+    latency: float,
+    overlap: float,
+    bucket_bytes: int = 0,
+) -> float:
+    messages = in_buckets(w.messages, bucket_bytes)
+    comm = sum(ring_allreduce_s(b, ranks, bandwidth, latency) for b in messages)
     exposed = max(0.0, comm - overlap * w.backward_s)
     return w.compute_s / (w.compute_s + exposed)
 
@@ -128,6 +149,7 @@ def table(
     latency: float,
     overlaps: list[float],
     published: dict[str, float] | None = None,
+    bucket_bytes: int = 0,
 ) -> str:
     head = f"{'workload':<18}{'step ms':>9}{'MB/step':>9}{'overlap':>8}"
     head += "".join(f"{f'N={n}':>8}" for n in ranks)
@@ -135,7 +157,7 @@ def table(
     lines = [head]
     for w in workloads:
         for ov in overlaps:
-            effs = [efficiency(w, n, bandwidth, latency, ov) for n in ranks]
+            effs = [efficiency(w, n, bandwidth, latency, ov, bucket_bytes) for n in ranks]
             line = f"{w.name:<18}{w.compute_s * 1e3:9.1f}{sum(w.messages) / 1e6:9.1f}{ov:8.2f}"
             line += "".join(f"{e:8.1%}" for e in effs)
             if published:
@@ -166,6 +188,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-us", type=float, default=2.0, help="latency per ring step in us (default 2)"
     )
     p.add_argument(
+        "--bucket-mb",
+        type=float,
+        default=0.0,
+        help="gradients averaged in buckets of this many MiB, one allreduce each (dist.bucket_mb; "
+        "default 0: one per network)",
+    )
+    p.add_argument(
         "--overlap",
         type=float,
         nargs="+",
@@ -175,6 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.bandwidth_GBps <= 0 or args.latency_us < 0 or min(args.ranks) < 1:
         raise UserError("--bandwidth-GBps must be positive, --latency-us >= 0, --ranks >= 1")
+    if args.bucket_mb < 0:
+        raise UserError("--bucket-mb must be >= 0")
     if not all(0 <= o <= 1 for o in args.overlap):
         raise UserError("--overlap values must lie in [0, 1]")
     return args
@@ -188,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcgan: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     bw, lat = args.bandwidth_GBps * 1e9, args.latency_us * 1e-6
-    print(f"ring allreduce model: {args.bandwidth_GBps:g} GB/s per rank, {args.latency_us:g} us")
-    print(table(workloads, args.ranks, bw, lat, args.overlap))
+    bucket = int(args.bucket_mb * 2**20)
+    print(
+        f"ring allreduce model: {args.bandwidth_GBps:g} GB/s per rank, {args.latency_us:g} us"
+        + (f", buckets of {args.bucket_mb:g} MiB" if bucket else "")
+    )
+    print(table(workloads, args.ranks, bw, lat, args.overlap, bucket_bytes=bucket))
     print(
         f"\nthe same model on Horovod's benchmark ({HOROVOD_NETWORK_GBPS:.3g} GB/s = "
         f"25 Gbit/s RoCE, {args.latency_us:g} us), next to its published efficiency:"

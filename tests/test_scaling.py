@@ -34,6 +34,14 @@ def test_hand_computed_case():
     assert efficiency(two, 4, 1e9, 1e-3, 0.0) == pytest.approx(1 / 2.512)
 
 
+def test_buckets_pay_the_latency_each():
+    assert scaling.in_buckets((10, 4), 4) == [4, 4, 2, 4]
+    assert scaling.in_buckets((10, 4), 0) == [10, 4]
+    # latency only: 1 GB in 100 MB buckets is 10 rings of 2*3 hops at 1 ms
+    latency_only = efficiency(W, 4, 1e30, 1e-3, 0.0, bucket_bytes=10**8)
+    assert latency_only == pytest.approx(1 / (1 + 10 * 6e-3))
+
+
 def test_overlap_never_makes_communication_negative():
     small = Workload("s", 1.0, 1.0, (1e3,))
     assert efficiency(small, 64, 1e9, 0.0, 1.0) == 1.0
