@@ -204,11 +204,13 @@ class Run:
 # -- the benchmark --------------------------------------------------------------------------------
 
 
-def grad_messages(pieces: Pieces, d_steps: int) -> list[int]:
-    """Bytes of each gradient allreduce in one step: D's flat buffer per D update, then G's."""
+def grad_messages(pieces: Pieces, d_steps: int, fp16_wire: bool = False) -> list[int]:
+    """Bytes of each gradient allreduce in one step: D's flat buffer per D update, then G's.
+    ``fp16_wire``: Horovod's fp16 compression sends 2 bytes per gradient element."""
 
     def nbytes(m: nn.Module) -> int:
-        return sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad)
+        params = [p for p in m.parameters() if p.requires_grad]
+        return sum(p.numel() * (2 if fp16_wire else p.element_size()) for p in params)
 
     trainer = pieces.trainer
     return [nbytes(trainer.D)] * d_steps + [nbytes(trainer.G)]
@@ -271,7 +273,8 @@ def measure(cfg: Config, comm: Comm, args: argparse.Namespace) -> dict:
             comm.barrier()
     finally:
         run.close()
-    messages = grad_messages(pieces, cfg.train.d_steps)
+    fp16_wire = comm.name == "horovod" and cfg.dist.compression == "fp16"
+    messages = grad_messages(pieces, cfg.train.d_steps, fp16_wire)
     averaging = compare_allreduce(comm, pieces, messages, args.allreduce_repeats)
     ranks = comm.allgather_object({**run.record(), "averaging": averaging})
     return summarise(cfg, comm, args, pieces, ranks, messages, plain_s)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import launch
 
-from hpcgan.bench import plain_loop
+from hpcgan.bench import grad_messages, plain_loop
 from hpcgan.config import ModelConfig
 from hpcgan.models import build_models
 
@@ -107,3 +108,11 @@ def test_plain_loop_makes_as_many_d_updates_as_hpcgan(monkeypatch):
     plain_loop(G, D, 8, d_steps=3)(torch.zeros(4, 1, 16, 16))
     d_params, g_params = len(list(D.parameters())), len(list(G.parameters()))
     assert steps == [d_params] * 3 + [g_params]
+
+
+def test_grad_messages_count_the_bytes_on_the_wire():
+    G, D = build_models(ModelConfig(width=4, z_dim=8), (1, 16, 16))
+    pieces = SimpleNamespace(trainer=SimpleNamespace(G=G, D=D))
+    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
+    assert grad_messages(pieces, 2) == [4 * n_d, 4 * n_d, 4 * n_g]
+    assert grad_messages(pieces, 1, fp16_wire=True) == [2 * n_d, 2 * n_g]  # Horovod fp16
