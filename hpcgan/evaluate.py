@@ -20,7 +20,9 @@ Metrics (lower is better, 0 = indistinguishable, unless said otherwise):
   eval/fd_inception, eval/kid_inception     with --inception (torch-fidelity, local weights)
 The spectrum and Minkowski metrics apply to fields and one-channel images, the classifier
 metrics to labelled data. "baseline" holds the same metrics between two halves of the real
-samples: the noise floor at this sample size.
+samples: the noise floor at half this sample size (above the floor at n: about 2x for Frechet
+distances). Samples of uint8 data are rounded to whole grey levels, as hpcgan.sample writes
+them. --seed defaults to the run's train.seed, so the numbers match evaluations during training.
 Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
 """
 
@@ -76,7 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("target", metavar="RUN_DIR|CHECKPOINT", help="run directory or .pt file")
     parser.add_argument("--data", help="the real dataset, if not the one in the run's config")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples (default {DEFAULT_N})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of latents and real picks")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of latents, real picks and the classifier (default: the run's train.seed, "
+        "as evaluations during training use)",
+    )
     parser.add_argument(
         "--inception",
         nargs="?",
@@ -94,6 +101,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
     device = device_for(comm)
     run = agree(comm, lambda: load_run(args.target, args.data, device))
     set_threads(run.cfg, comm)
+    seed = run.cfg.train.seed if args.seed is None else args.seed
     start = time.perf_counter()
     inception = Path(args.inception) if args.inception else None
     evaluator = agree(
@@ -105,7 +113,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
             device,
             run.cfg.model.z_dim,
             args.n,
-            args.seed,
+            seed,
             cache_dir(run),
             inception,
         ),
@@ -118,7 +126,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "data": run.info.path,
         "n": args.n,
         "n_real": evaluator.real.n,
-        "seed": args.seed,
+        "seed": seed,
         "ranks": comm.size,
         "seconds_setup": round(setup - start, 3),  # classifier and real statistics (cached)
         "seconds": round(time.perf_counter() - setup, 3),  # generate, featurise, reduce

@@ -207,7 +207,8 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     lines += [
         "",
         f"evaluation: {evaluator.n} generated vs {evaluator.real.n} real samples; "
-        "noise floor = the same metric between two halves of the real samples",
+        "noise floor = the same metric between two halves of the real samples (n/2 each: "
+        "above the floor at n, about 2x for Frechet distances)",
         f"  {'metric':<24} {'value':>12} {'noise floor':>12} {'x floor':>9}",
     ]
     floor = evaluator.baseline().metrics
@@ -231,7 +232,7 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     cache = run.run_dir / "eval" if run.run_dir else None
     evaluator = Evaluator(
         run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
-        run.cfg.model.z_dim, n, 0, cache,
+        run.cfg.model.z_dim, n, run.cfg.train.seed, cache,
     )  # fmt: skip
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"

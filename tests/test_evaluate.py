@@ -161,3 +161,20 @@ def test_tensorboard_board_writes_scalars_and_images(tmp_path):
     assert set(events.Tags()["scalars"]) == {"loss/D", "eval/ks"}
     assert events.Scalars("eval/ks")[0].value == pytest.approx(0.25)
     assert events.Tags()["images"] == ["samples"]
+
+
+def test_generated_uint8_images_are_rounded_like_the_real_pixels(tmp_path):
+    """Real uint8 pixels are whole numbers; a generator a third of a grey level off everywhere
+    makes the same images once rounded (as hpcgan.sample writes them) and scores at the floor."""
+    images, _ = synth.digits(16)
+    data = tmp_path / "digits.h5"
+    write_dataset(data, images[:512], None, kind="image", source="t")
+    info = read_info(data)
+    transform = make_transform(info, "auto")
+    shifted = images[512:1024].astype(np.float32) + 0.3  # rounds back to the real pixels
+    fresh = torch.from_numpy(transform.encode(shifted))
+    evaluator = Evaluator(info, transform, SingleProcess(), torch.device("cpu"), 8, n=512)
+    metrics = evaluator.evaluate(Replay(fresh))
+    floor = evaluator.baseline().metrics
+    for name in ("eval/ks", "eval/minkowski_err"):
+        assert metrics[name] < 3 * floor[name] + 0.005, (name, metrics[name], floor[name])
