@@ -79,7 +79,7 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
         hint = "" if data else "; pass the training data with --data FILE.h5"
         raise UserError(f"dataset of {path}: {e}{hint}") from None
     transform = make_transform(info, cfg.data.transform)
-    G, _ = build_models(cfg.model, info.shape, info.num_classes)
+    G, _ = build_models(cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier)
     network = "G_ema" if "G_ema" in state else "G"
     try:
         G.load_state_dict(state[network])
@@ -123,7 +123,9 @@ def write(run: LoadedRun, y: torch.Tensor, out: Path, seed: int) -> None:
         images.save_grid(y, out)
     else:
         source = f"hpcgan.sample {run.checkpoint} step={run.step} seed={seed}"
-        write_dataset(out, physical(run, y), None, kind=run.info.kind, source=source)
+        classes = getattr(run.G, "num_classes", 0)  # a conditional G made sample i of class i % K
+        labels = np.arange(len(y)) % classes if classes else None
+        write_dataset(out, physical(run, y), labels, kind=run.info.kind, source=source)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -178,3 +178,18 @@ def test_generated_uint8_images_are_rounded_like_the_real_pixels(tmp_path):
     floor = evaluator.baseline().metrics
     for name in ("eval/ks", "eval/minkowski_err"):
         assert metrics[name] < 3 * floor[name] + 0.005, (name, metrics[name], floor[name])
+
+
+def test_sample_of_an_ac_gan_run_writes_its_classes(tmp_path, digits_h5):
+    """train.aux_classifier alone makes G class-conditional; sample rebuilds that G."""
+    run = tmp_path / "run"
+    args = [*TINY, "train.steps=2", "train.aux_classifier=true"]
+    proc = launch([*args, f"data.path={digits_h5}", f"run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "s.h5"
+    proc = launch([str(run), "--n", "12", "--out", str(out)], module="hpcgan.sample")
+    assert proc.returncode == 0, proc.stderr
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        assert list(f["labels"][:]) == [i % 10 for i in range(12)]
