@@ -43,16 +43,25 @@ def save_as(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def step_of(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
+
+
 def save(directory: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as step-N.pt, then point ``latest`` at it, then prune the oldest."""
-    final = save_as(directory / checkpoint_name(int(state["step"])), state)
+    """Write ``state`` as step-N.pt, then point ``latest`` at it, then prune the oldest.
+
+    Only files up to step N count and are pruned: a higher step is one that resume skipped as
+    unreadable (kept for the user to inspect; the run overwrites it when it gets there), and it
+    must not push the good checkpoints out."""
+    step = int(state["step"])
+    final = save_as(directory / checkpoint_name(step), state)
     latest_tmp = directory / f".latest.tmp-{os.getpid()}"
     try:
         latest_tmp.write_text(final.name + "\n")
         _fsync_replace(latest_tmp, directory / "latest")
     finally:
         latest_tmp.unlink(missing_ok=True)
-    for old in list_checkpoints(directory)[:-keep]:
+    for old in [p for p in list_checkpoints(directory) if step_of(p) <= step][:-keep]:
         old.unlink(missing_ok=True)
     return final
 
@@ -62,7 +71,7 @@ def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(found, key=step_of)
 
 
 def load(path: Path) -> dict[str, Any]:

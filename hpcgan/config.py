@@ -182,7 +182,8 @@ class RunConfig:
     best_metric: str = _f(
         "auto",
         "keep checkpoints/best.pt by this metric (e.g. eval/ps_rel_err); auto = "
-        "eval/fd_classifier for labelled data, else eval/ps_rel_err; none = off",
+        "eval/fd_classifier for labelled data, else eval/ps_rel_err for fields and one-channel "
+        "images, else eval/w1; none = off",
     )
     tensorboard: bool = _f(True, "write TensorBoard event files to RUN_DIR/tensorboard")
 

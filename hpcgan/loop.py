@@ -14,7 +14,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.errors import Diverged, Preempted, UserError
-from hpcgan.metrics.evaluate import Evaluator, better
+from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
 from hpcgan.monitor import RunLog, format_eta
 from hpcgan.preempt import StopRequest
 from hpcgan.trainer import Trainer
@@ -48,7 +48,8 @@ class Loop:
         guard = state.get("guard", {})
         self.trainer.lr_scale = float(guard.get("lr_scale", 1.0))
         self.recovered = bool(guard.get("recovered", False))
-        self.best = state.get("best", {}).get("value")
+        best = state.get("best", {})  # kept by another metric: no longer comparable
+        self.best = best.get("value") if best.get("metric") == (self.best_metric() or "") else None
         rng = state.get("rng", {}).get("torch", [])
         if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
             torch.set_rng_state(rng[self.comm.rank])
@@ -74,7 +75,10 @@ class Loop:
                 last = step == steps
                 logs = step % r.log_every == 0 or last
                 saves = step % r.checkpoint_every == 0 or last
-                evals = bool(r.eval_every) and step % r.eval_every == 0
+                # Every eval_every steps, and the final model of a run that long.
+                evals = bool(r.eval_every) and (
+                    step % r.eval_every == 0 or (last and step > r.eval_every)
+                )
                 # Skips are counted on the device; read them only where a step is logged or
                 # kept, so that a diverged state is never saved, evaluated or reported.
                 streak = self.trainer.bad_run() if (logs or saves or evals) else 0
@@ -113,7 +117,9 @@ class Loop:
         if found is None:
             raise Diverged(f"{what}, and no checkpoint to go back to")
         path, state = found
+        best = self.best  # best.pt holds it; the older checkpoint's value would let worse in
         back_to = self.restore(path, state)
+        self.best = best
         self.trainer.lr_scale *= self.cfg.train.recovery_lr_factor
         self.recovered = True
         self.log.info(
@@ -131,11 +137,7 @@ class Loop:
             self.board.image(step, "samples", pixels)
 
     def best_metric(self) -> str | None:
-        name = self.cfg.run.best_metric
-        if name == "auto":
-            labelled = self.reader.info.num_classes >= 2
-            return "eval/fd_classifier" if labelled else "eval/ps_rel_err"
-        return None if name == "none" else name
+        return best_metric_name(self.cfg.run.best_metric, self.reader.info)
 
     def _evaluate(self, step: int) -> None:
         """Collective: metrics of G_ema on run.eval_n samples; keeps the best checkpoint."""
@@ -217,8 +219,11 @@ class Loop:
         return {
             "step": step,
             "config": to_dict(self.cfg),
-            # global batches consumed: the next one to read
-            "data": {"batches": step * self.cfg.train.d_steps},
+            # global batches consumed: the next one to read; what the data were
+            "data": {
+                "batches": step * self.cfg.train.d_steps,
+                "identity": self.reader.info.identity(),
+            },
             "guard": {"lr_scale": self.trainer.lr_scale, "recovered": self.recovered},
             "rng": {"torch": rng or []},
             "best": {"metric": self.best_metric() or "", "value": self.best},

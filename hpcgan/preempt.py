@@ -2,7 +2,8 @@
 
 A signal only sets a flag. At each step boundary the ranks add up their flags (one tiny
 allreduce), so all of them stop after the same step even if only one was signalled; rank 0 then
-writes a checkpoint and every rank exits 75.
+writes a checkpoint and every rank exits 75. The handlers stay until the process exits, so a late
+second signal (a forwarded copy after the agreed stop) cannot kill a rank that is shutting down.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class StopRequest:
     def __init__(self, max_minutes: float) -> None:
         self.signal_name: str | None = None
         self.deadline = time.monotonic() + max_minutes * 60 if max_minutes > 0 else None
-        self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._on_signal)
 
     def _on_signal(self, signum: int, _frame) -> None:
         self.signal_name = signal.Signals(signum).name
@@ -36,7 +38,3 @@ class StopRequest:
         if out_of_time:
             return "train.max_minutes"
         return None
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)

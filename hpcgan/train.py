@@ -42,6 +42,7 @@ from hpcgan.errors import (
     report_usage_error,
 )
 from hpcgan.loop import Loop
+from hpcgan.metrics.evaluate import best_metric_name
 from hpcgan.models import build_models
 from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
@@ -132,12 +133,21 @@ def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
     return run_dir
 
 
-def find_checkpoint(cfg: Config, run_dir: Path, log: RunLog) -> tuple[Path, dict] | None:
-    """The newest loadable checkpoint in the run directory, checked against the config."""
+def find_checkpoint(
+    cfg: Config, info: DatasetInfo, run_dir: Path, log: RunLog
+) -> tuple[Path, dict] | None:
+    """The newest loadable checkpoint in the run directory, checked against the config and
+    the data."""
     found = checkpoint.load_newest(run_dir / "checkpoints", warn=log.info)
     if found is None:
         return None
     path, state = found
+    saved_data = state.get("data", {}).get("identity")
+    if saved_data is not None and saved_data != info.identity():
+        raise UserError(
+            f"{path} was trained on other data than {info.path} ({saved_data['n']} samples of "
+            f"{tuple(saved_data['shape'])}, other statistics); use another run.dir"
+        )
     saved_model = state["config"]["model"]
     current = vars(cfg.model)
     changed = [k for k in current if saved_model.get(k) != current[k]]
@@ -182,12 +192,14 @@ def train(cfg: Config, comm: Comm) -> None:
     stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
     pieces = build(cfg, comm)
     info, device = pieces.info, pieces.device
+    if cfg.run.eval_every:
+        best_metric_name(cfg.run.best_metric, info)  # a name no evaluation reports: exit 2 now
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
     board = Board(run_dir) if comm.rank == 0 and cfg.run.tensorboard else None
     try:
-        found = agree(comm, lambda: find_checkpoint(cfg, run_dir, log))
+        found = agree(comm, lambda: find_checkpoint(cfg, info, run_dir, log))
         loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog, board)
         start = 0
         if found is not None:  # every rank loads the same file: identical replicas
@@ -210,7 +222,6 @@ def train(cfg: Config, comm: Comm) -> None:
         log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
     finally:
         watchdog.stop()
-        stop.restore()
         log.close()
         if board is not None:
             board.close()

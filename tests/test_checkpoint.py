@@ -48,5 +48,17 @@ def test_load_newest_skips_corrupt_and_code(tmp_path):
     assert state["step"] == 2 and len(warnings) == 1 and "step-00000003.pt" in warnings[0]
 
 
+def test_an_unreadable_newer_file_never_pushes_out_good_ones(tmp_path):
+    checkpoint.save(tmp_path, _state(4), keep=1)
+    checkpoint.save(tmp_path, _state(8), keep=1)
+    (tmp_path / "step-00000008.pt").write_bytes(b"truncated")  # resume fell back to step 4
+    checkpoint.save(tmp_path, _state(4), keep=1)
+    for step in (6, 7):
+        checkpoint.save(tmp_path, _state(step), keep=1)
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["step-00000007.pt", "step-00000008.pt"]  # the unreadable one is left
+    assert checkpoint.load_newest(tmp_path, warn=lambda _: None)[1]["step"] == 7
+
+
 def test_empty_directory_has_nothing(tmp_path):
     assert checkpoint.load_newest(tmp_path / "missing") is None

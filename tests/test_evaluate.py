@@ -16,8 +16,9 @@ from data_prep import synth
 from hpcgan.comm.base import SingleProcess
 from hpcgan.data.schema import read_info, write_dataset
 from hpcgan.data.transforms import make_transform
+from hpcgan.errors import UserError
 from hpcgan.metrics import classifier
-from hpcgan.metrics.evaluate import Evaluator, better
+from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better, metric_names
 
 TINY = ["model.width=8", "model.z_dim=16", "train.batch_size=32", "run.log_every=2"]
 
@@ -132,6 +133,7 @@ def test_a_perfect_generator_scores_at_the_noise_floor(tmp_path):
     fresh = torch.from_numpy(transform.encode(synth.grf(512, size=32, seed=1)))
     evaluator = Evaluator(info, transform, SingleProcess(), torch.device("cpu"), 8, n=512)
     metrics = evaluator.evaluate(Replay(fresh))
+    assert set(metrics) == set(metric_names(info))
     floor = evaluator.baseline().metrics
     for name in ("eval/ks", "eval/ps_rel_err", "eval/minkowski_err", "eval/mean_rel_err"):
         assert metrics[name] < 3 * floor[name] + 0.005, (name, metrics[name], floor[name])
@@ -139,6 +141,17 @@ def test_a_perfect_generator_scores_at_the_noise_floor(tmp_path):
     bad = evaluator.evaluate(Replay(fresh * 0.5))  # a narrower log-distribution
     assert bad["eval/ks"] > 10 * metrics["eval/ks"]
     assert bad["eval/ps_rel_err"] > 5 * metrics["eval/ps_rel_err"]
+
+
+def test_best_metric_for_each_kind_of_data(tmp_path):
+    rgb = tmp_path / "rgb.h5"
+    write_dataset(rgb, np.zeros((4, 3, 16, 16), np.uint8) + 7, None, kind="image", source="t")
+    info = read_info(rgb)
+    assert best_metric_name("auto", info) == "eval/w1"  # no spectrum for colour images
+    assert "eval/ps_rel_err" not in metric_names(info)
+    with pytest.raises(UserError, match="eval/ps_rel_err is not reported"):
+        best_metric_name("eval/ps_rel_err", info)
+    assert best_metric_name("none", info) is None
 
 
 def test_best_metric_direction():
@@ -175,6 +188,7 @@ def test_generated_uint8_images_are_rounded_like_the_real_pixels(tmp_path):
     fresh = torch.from_numpy(transform.encode(shifted))
     evaluator = Evaluator(info, transform, SingleProcess(), torch.device("cpu"), 8, n=512)
     metrics = evaluator.evaluate(Replay(fresh))
+    assert set(metrics) == set(metric_names(info))
     floor = evaluator.baseline().metrics
     for name in ("eval/ks", "eval/minkowski_err"):
         assert metrics[name] < 3 * floor[name] + 0.005, (name, metrics[name], floor[name])

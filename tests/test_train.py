@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 from conftest import ROOT, launch, mpi_env, tiny
+
+from hpcgan.data.schema import write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -90,12 +94,15 @@ def test_built_in_dataset_is_prepared_on_first_use(tmp_path):
         ("data.path=/nonexistent/x.h5", "/nonexistent/x.h5"),
         ("train.batch_size=4000", "fewer than one global batch"),
         ("run.dir=/proc/forbidden", "not writable"),
+        ("run.best_metric=eval/fd", "run.best_metric=eval/fd is not reported"),
+        ("model.attention=32", "model.attention needs model.arch=resnet"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, digits_h5, override, needle):
     run = tmp_path / "run"
     proc = launch([*tiny(run, digits_h5, "train.steps=2"), override])
     assert needle in _one_error_line(proc)
+    assert not (run / "checkpoints").exists()  # refused before anything was written
 
 
 def test_indivisible_batch_under_mpirun_exits_2_on_every_rank(tmp_path, digits_h5):
@@ -174,14 +181,24 @@ def test_non_hdf5_file_is_refused(tmp_path):
     assert "images.h5" in line
 
 
-def test_checkpoint_of_another_shape_is_refused(tmp_path, digits_h5, indexed_h5):
-    """Same model keys, other data resolution (16x16 vs 32x32): the weights do not fit."""
+def test_checkpoint_of_other_data_is_refused_but_a_copy_resumes(tmp_path, digits_h5, indexed_h5):
+    """Same model keys, other data (another resolution, or the same shape with other values)
+    is refused; the same file copied elsewhere (node-local disk) resumes."""
     run = tmp_path / "run"
     assert launch(tiny(run, digits_h5, "train.steps=2", "run.checkpoint_every=2")).returncode == 0
     before = sorted(p.read_bytes() for p in (run / "checkpoints").iterdir())
-    line = _one_error_line(launch(tiny(run, indexed_h5, "train.steps=4")))
-    assert "does not fit this model" in line
+    inverted = tmp_path / "inverted.h5"
+    with h5py.File(digits_h5, "r") as f:
+        write_dataset(inverted, 255 - f["images"][:], f["labels"][:], kind="image", source="t")
+    for other in (indexed_h5, inverted):
+        line = _one_error_line(launch(tiny(run, other, "train.steps=4")))
+        assert "was trained on other data" in line and other.name in line
     assert sorted(p.read_bytes() for p in (run / "checkpoints").iterdir()) == before
+    copy = tmp_path / "scratch" / "digits.h5"
+    copy.parent.mkdir()
+    shutil.copy(digits_h5, copy)
+    proc = launch(tiny(run, copy, "train.steps=4"))
+    assert proc.returncode == 0 and "at step 2" in proc.stdout, proc.stderr
 
 
 def test_evaluation_during_training_keeps_best_and_writes_tensorboard(tmp_path, digits_h5):
@@ -189,7 +206,7 @@ def test_evaluation_during_training_keeps_best_and_writes_tensorboard(tmp_path, 
     args = tiny(
         run,
         digits_h5,
-        "train.steps=10",
+        "train.steps=12",
         "run.eval_every=5",
         "run.eval_n=256",
         "run.checkpoint_every=10",
@@ -198,7 +215,7 @@ def test_evaluation_during_training_keeps_best_and_writes_tensorboard(tmp_path, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval/fd_classifier" in r]
-    assert [r["step"] for r in evals] == [5, 10]
+    assert [r["step"] for r in evals] == [5, 10, 12]  # and the final model
     assert all(0 <= r["eval/coverage_min"] <= 1 and r["eval/ks"] >= 0 for r in evals)
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["best"]["metric"] == "eval/fd_classifier"

@@ -35,6 +35,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -97,6 +98,18 @@ class DatasetInfo:
     def shape(self) -> tuple[int, int, int]:
         """Shape of one sample (C, H, W): what the models are built for."""
         return (self.channels, self.height, self.width)
+
+    def identity(self) -> dict[str, Any]:
+        """What the data are, wherever the file lies (a copy on node-local disk has the same):
+        checkpoints keep it, so a run is not resumed on other data."""
+        return {
+            "n": self.n,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "num_classes": self.num_classes,
+            "stats": {k: float(v) for k, v in sorted(self.stats.items())},
+        }
 
     @property
     def sample_nbytes(self) -> int:

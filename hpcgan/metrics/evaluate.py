@@ -27,7 +27,8 @@ from torch import nn
 from hpcgan.comm.base import Comm
 from hpcgan.data.schema import DatasetInfo
 from hpcgan.data.transforms import ValueTransform
-from hpcgan.metrics import classifier, sources, stats
+from hpcgan.errors import UserError
+from hpcgan.metrics import classifier, minkowski, sources, stats
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.inception import InceptionFeatures
 
@@ -43,6 +44,41 @@ class Result:
 
     metrics: dict[str, float]
     curves: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def is_spatial(info: DatasetInfo) -> bool:
+    """Whether the power spectrum and Minkowski functionals apply: fields and one-channel
+    images."""
+    return info.kind == "field" or info.channels == 1
+
+
+def metric_names(info: DatasetInfo) -> list[str]:
+    """The metrics an evaluation during training reports for this dataset."""
+    names = ["eval/ks", "eval/w1", "eval/mean_rel_err", "eval/std_rel_err"]
+    if is_spatial(info):
+        names += ["eval/ps_rel_err", "eval/minkowski_err"]
+        names += [f"eval/minkowski_{name.lower()}_err" for name in minkowski.NAMES]
+    if info.num_classes >= 2:
+        names += ["eval/fd_classifier", "eval/kid_classifier", "eval/coverage_min"]
+        names += [f"eval/class_frac/{c}" for c in range(info.num_classes)]
+    return names
+
+
+def best_metric_name(setting: str, info: DatasetInfo) -> str | None:
+    """run.best_metric for this dataset: the metric best.pt is kept by (None: off). Checked
+    before training starts, so a name that no evaluation reports is an error up front."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        if info.num_classes >= 2:
+            return "eval/fd_classifier"
+        return "eval/ps_rel_err" if is_spatial(info) else "eval/w1"
+    if setting not in metric_names(info):
+        raise UserError(
+            f"run.best_metric={setting} is not reported for {info.path}; one of: "
+            f"{', '.join(n for n in metric_names(info) if '/class_frac/' not in n)}, auto, none"
+        )
+    return setting
 
 
 def better(name: str, new: float, best: float | None) -> bool:
@@ -83,7 +119,7 @@ class Evaluator:
         halves = self.real.num_blocks // 2  # blocks in the smaller half
         self.layout = stats.Layout(
             shape=info.shape,
-            spatial=info.kind == "field" or info.channels == 1,
+            spatial=is_spatial(info),
             features={e.name: e.dim for e in self.extractors},
             num_classes=info.num_classes if self.classifier else 0,
             kid_rows=min(KID_ROWS, n, halves * self.real.block),

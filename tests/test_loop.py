@@ -1,0 +1,50 @@
+"""The loop's bookkeeping around checkpoints, in one process: which best value survives a
+resume and the divergence guard's reload."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from hpcgan import checkpoint
+from hpcgan.comm.base import SingleProcess
+from hpcgan.config import load_config
+from hpcgan.data.schema import read_info
+from hpcgan.loop import Loop
+from hpcgan.models import build_models
+from hpcgan.trainer import Trainer
+
+QUIET = SimpleNamespace(info=lambda *_: None, beat=lambda *_: None)
+
+
+def make_loop(data, run_dir) -> Loop:
+    cfg = load_config(None, ["model.width=4", "model.z_dim=8", "train.batch_size=8"])
+    info = read_info(data)
+    torch.manual_seed(0)
+    G, D = build_models(cfg.model, info.shape)
+    trainer = Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
+    reader = SimpleNamespace(info=info)
+    return Loop(cfg, SingleProcess(), trainer, reader, QUIET, run_dir, None, QUIET)
+
+
+def saved(loop: Loop, step: int, metric: str, value: float) -> dict:
+    return {**loop.trainer.state_dict(), "step": step, "best": {"metric": metric, "value": value}}
+
+
+def test_resume_keeps_the_best_value_only_for_the_same_metric(digits_h5, tmp_path):
+    loop = make_loop(digits_h5, tmp_path)
+    assert loop.best_metric() == "eval/fd_classifier"  # auto, labelled data
+    assert loop.restore(tmp_path, saved(loop, 3, "eval/fd_classifier", 2.5)) == 3
+    assert loop.best == 2.5
+    loop.restore(tmp_path, saved(loop, 3, "eval/coverage_min", 0.09))  # another direction
+    assert loop.best is None
+
+
+def test_reload_after_divergence_keeps_the_best_so_far(digits_h5, tmp_path):
+    loop = make_loop(digits_h5, tmp_path)
+    checkpoint.save(tmp_path / "checkpoints", saved(loop, 4, "eval/fd_classifier", 3.0), keep=3)
+    loop.best = 1.2  # reached after step 4 and kept in best.pt
+    assert loop._recover(9, streak=5) == 4
+    assert loop.best == 1.2 and loop.recovered
+    assert loop.trainer.lr_scale == loop.cfg.train.recovery_lr_factor
