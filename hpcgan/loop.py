@@ -37,6 +37,9 @@ class Loop:
     recovered: bool = False  # the divergence guard has reloaded a checkpoint already
     evaluator: Evaluator | None = None  # built at the first evaluation (collective)
     best: float | None = None  # best value of run.best_metric so far
+    # Global batches read before step 0 of this d_steps setting: nonzero after a resume with
+    # another train.d_steps, so the data go on where the checkpoint left them.
+    batch_offset: int = 0
 
     def restore(self, path: Path, state: dict[str, Any]) -> int:
         """Load a checkpoint into this rank; return the step to continue from."""
@@ -53,7 +56,14 @@ class Loop:
         rng = state.get("rng", {}).get("torch", [])
         if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
             torch.set_rng_state(rng[self.comm.rank])
-        return int(state["step"])
+        step = int(state["step"])
+        read = int(state.get("data", {}).get("batches", step * self.cfg.train.d_steps))
+        self.batch_offset = read - step * self.cfg.train.d_steps
+        return step
+
+    def next_batch(self, step: int) -> int:
+        """The global batch that generator step ``step`` reads first."""
+        return step * self.cfg.train.d_steps + self.batch_offset
 
     def run(self, start: int) -> None:
         cfg, r = self.cfg, self.cfg.run
@@ -64,7 +74,7 @@ class Loop:
         )
         d_steps = cfg.train.d_steps  # global batches read per generator step
         pin = self.trainer.device.type == "cuda"
-        batches = Prefetcher(self.reader, first_batch=start * d_steps, pin=pin)
+        batches = Prefetcher(self.reader, first_batch=self.next_batch(start), pin=pin)
         try:
             step = start
             t_last, s_last = time.perf_counter(), step
@@ -84,7 +94,7 @@ class Loop:
                 streak = self.trainer.bad_run() if (logs or saves or evals) else 0
                 if streak >= cfg.train.max_bad_steps:
                     step = self._recover(step, streak)
-                    batches.seek(step * d_steps)
+                    batches.seek(self.next_batch(step))
                     t_last, s_last = time.perf_counter(), step
                     continue
                 if logs:
@@ -221,7 +231,7 @@ class Loop:
             "config": to_dict(self.cfg),
             # global batches consumed: the next one to read; what the data were
             "data": {
-                "batches": step * self.cfg.train.d_steps,
+                "batches": self.next_batch(step),
                 "identity": self.reader.info.identity(),
             },
             "guard": {"lr_scale": self.trainer.lr_scale, "recovered": self.recovered},

@@ -48,3 +48,11 @@ def test_reload_after_divergence_keeps_the_best_so_far(digits_h5, tmp_path):
     assert loop._recover(9, streak=5) == 4
     assert loop.best == 1.2 and loop.recovered
     assert loop.trainer.lr_scale == loop.cfg.train.recovery_lr_factor
+
+
+def test_resume_with_another_d_steps_reads_on_where_the_checkpoint_left(digits_h5, tmp_path):
+    loop = make_loop(digits_h5, tmp_path)  # train.d_steps=1
+    state = {**saved(loop, 5, "", 0.0), "data": {"batches": 10}}  # 5 steps of d_steps=2
+    assert loop.restore(tmp_path, state) == 5
+    assert [loop.next_batch(s) for s in (5, 6, 7)] == [10, 11, 12]
+    assert loop._state(7)["data"]["batches"] == 12
