@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,9 @@ class Loop:
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
             )
-        metrics = self.evaluator.evaluate(self.trainer.sampler())
+        # A beat per block: a long evaluation is progress, not a hung peer.
+        beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")
+        metrics = self.evaluator.evaluate(self.trainer.sampler(), beat)
         seconds = time.perf_counter() - t0
         name = self.best_metric()
         if name is not None and name not in metrics:

@@ -17,7 +17,7 @@ from hpcgan.comm.base import SingleProcess
 from hpcgan.data.schema import read_info, write_dataset
 from hpcgan.data.transforms import make_transform
 from hpcgan.errors import UserError
-from hpcgan.metrics import classifier
+from hpcgan.metrics import classifier, sources
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better, metric_names
 
 TINY = ["model.width=8", "model.z_dim=16", "train.batch_size=32", "run.log_every=2"]
@@ -187,7 +187,9 @@ def test_generated_uint8_images_are_rounded_like_the_real_pixels(tmp_path):
     shifted = images[512:1024].astype(np.float32) + 0.3  # rounds back to the real pixels
     fresh = torch.from_numpy(transform.encode(shifted))
     evaluator = Evaluator(info, transform, SingleProcess(), torch.device("cpu"), 8, n=512)
-    metrics = evaluator.evaluate(Replay(fresh))
+    blocks = []  # the training loop's watchdog beats once per block
+    metrics = evaluator.evaluate(Replay(fresh), progress=lambda: blocks.append(1))
+    assert len(blocks) == sources.num_fake_blocks(512)
     assert set(metrics) == set(metric_names(info))
     floor = evaluator.baseline().metrics
     for name in ("eval/ks", "eval/minkowski_err"):

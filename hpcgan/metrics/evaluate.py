@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,11 +176,14 @@ class Evaluator:
             predicted = guess if guess is not None else predicted
         into.add(y, x, first, features, predicted)
 
-    def run(self, G: nn.Module) -> Result:
-        """Collective: metrics and curves of G's first ``n`` evaluation samples."""
+    def run(self, G: nn.Module, progress: Callable[[], None] | None = None) -> Result:
+        """Collective: metrics and curves of G's first ``n`` evaluation samples; ``progress``
+        is called before each block (the training loop's watchdog beat)."""
         fake = stats.SampleStats(self.layout, self.device)
         blocks = sources.num_fake_blocks(self.n)
         for b in sources.rank_blocks(blocks, self.comm.rank, self.comm.size):
+            if progress is not None:
+                progress()
             y = sources.generate(G, self.z_dim, self.seed, b, sources.fake_block_size(self.n, b))
             x = self.transform.decode(y)  # physical units
             if self.info.dtype == "uint8":  # as the real pixels and hpcgan.sample's output
@@ -192,9 +196,11 @@ class Evaluator:
         )
         return Result(metrics, curves)
 
-    def evaluate(self, G: nn.Module) -> dict[str, float]:
+    def evaluate(
+        self, G: nn.Module, progress: Callable[[], None] | None = None
+    ) -> dict[str, float]:
         """Collective: the metrics of G (see hpcgan.metrics.compare for their meaning)."""
-        return self.run(G).metrics
+        return self.run(G, progress).metrics
 
     def baseline(self) -> Result:
         """The metrics of one half of the real samples against the other: the noise floor
