@@ -26,7 +26,7 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # any step draws exactly what the uninterrupted run drew, with no generator state to save.
 STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL, STREAM_STANDING = 1, 2, 3, 4, 5
 
-# Batches of latents from which G_ema's batch-norm statistics are recomputed before it is used.
+# Batches of latents from which the sampler's batch-norm statistics are recomputed before use.
 STANDING_BATCHES = 8
 
 STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
@@ -130,7 +130,7 @@ class Trainer:
         self._worst = torch.zeros((), device=device)
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global real images shown to D (d_steps batches per step)
-        self._standing_at = -1  # images_seen when G_ema's statistics were last recomputed
+        self._standing_at = -1  # images_seen when the sampler's statistics were recomputed
         self.timer = NoTimer()  # hpcgan.bench swaps in a StepTimer
 
     # -- random numbers -------------------------------------------------------------------
@@ -351,22 +351,22 @@ class Trainer:
         return stats
 
     def sampler(self) -> nn.Module:
-        """The generator for samples, evaluation and checkpoints: G_ema with batch-norm
-        statistics of its own weights (else G)."""
-        if self.G_ema is None:
-            return self.G
+        """The generator for samples, evaluation and checkpoints: G_ema (else G) with
+        batch-norm statistics of its own weights, the same on every rank."""
+        G = self.G if self.G_ema is None else self.G_ema
         if self._standing_at != self.images_seen:
-            self._standing_stats()
+            self._standing_stats(G)
             self._standing_at = self.images_seen
-        return self.G_ema
+        return G
 
     @torch.no_grad()
-    def _standing_stats(self) -> None:
-        """Recompute G_ema's batch-norm statistics from fixed latents ("standing statistics",
-        as BigGAN samples): the running statistics copied from G follow G's current weights,
-        not their average, and the mismatch shows as a wrong amplitude of G_ema's samples.
-        The same global batches on every rank, so the replicas stay identical."""
-        norms = [m for m in self.G_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    def _standing_stats(self, G: nn.Module) -> None:
+        """Recompute G's batch-norm statistics from fixed latents ("standing statistics", as
+        BigGAN samples). G_ema's running statistics, copied from G, follow G's current weights,
+        not their average, and the mismatch shows as a wrong amplitude of its samples; G's own
+        come from each rank's local batches and differ between ranks. The same global batches
+        on every rank, so the replicas stay identical (training itself uses batch statistics)."""
+        norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
         momenta = [m.momentum for m in norms]
@@ -375,16 +375,17 @@ class Trainer:
             m.momentum = None  # cumulative average over the batches below
         n = self.cfg.train.batch_size
         y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
-        self.G_ema.train()
+        was_training = G.training
+        G.train()
         try:
             for i in range(STANDING_BATCHES):
                 z = draw(
                     self.cfg.train.seed, i, STREAM_STANDING, (n, self.z_dim), device=self.device
                 )
                 with self._autocast():
-                    self.G_ema(z.to(self.dtype), y)
+                    G(z.to(self.dtype), y)
         finally:
-            self.G_ema.eval()
+            G.train(was_training)
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
 
@@ -413,7 +414,7 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        self.sampler()  # G_ema is saved with its own batch-norm statistics
+        self.sampler()  # G_ema (else G) is saved with its own batch-norm statistics
         state = {
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),

@@ -176,3 +176,17 @@ def test_logit_means_leave_out_a_step_with_any_skipped_d_update():
     assert stats["steps/skipped_nonfinite"] == 1
     for key in ("D/real_logit", "D/fake_logit"):
         assert stats[key] == pytest.approx(expected[key], rel=1e-6)
+
+
+def test_without_g_ema_every_rank_samples_with_the_same_batch_norm_statistics():
+    """G's running statistics come from each rank's own batches; the sampler recomputes them
+    from the same fixed latents everywhere."""
+    ranks = [make("train.ema_halflife_images=0") for _ in range(2)]
+    for r, trainer in enumerate(ranks):
+        with torch.no_grad():  # a rank's local batch moves only its running statistics
+            trainer.G(torch.randn(8, 8, generator=torch.Generator().manual_seed(r)), None)
+    a, b = ([x.clone() for x in t.G.buffers()] for t in ranks)
+    assert not same(a, b)
+    samplers = [t.sampler() for t in ranks]
+    assert samplers[0] is ranks[0].G and samplers[0].training  # G goes on training
+    assert same(list(samplers[0].buffers()), list(samplers[1].buffers()))
