@@ -192,8 +192,7 @@ def train(cfg: Config, comm: Comm) -> None:
     stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
     pieces = build(cfg, comm)
     info, device = pieces.info, pieces.device
-    if cfg.run.eval_every:
-        best_metric_name(cfg.run.best_metric, info)  # a name no evaluation reports: exit 2 now
+    best_metric_name(cfg.run.best_metric, info)  # a name no evaluation reports: exit 2 now
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
