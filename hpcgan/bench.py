@@ -42,17 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcgan.comm import make_comm
+from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.comm.flat import raw_allreduce
 from hpcgan.config import Config, help_text, load_config, to_dict, validate
 from hpcgan.data.reader import Prefetcher
-from hpcgan.errors import (
-    EXIT_OK,
-    UserError,
-    report_crash,
-    report_usage_error,
-)
+from hpcgan.errors import Command, UserError, run_command
 from hpcgan.models import build_models
 from hpcgan.profile import SECTIONS, StepTimer
 from hpcgan.train import Pieces, build, uses_cuda
@@ -471,24 +466,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    comm: Comm | None = None
-    try:
+    def body(command: Command) -> None:
         args = parse_args(argv)
         check_args(args)
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist, uses_cuda(cfg))
-        validate(cfg, comm.size)
+        comm = command.comm = make_comm(cfg.dist, uses_cuda(cfg))
+        agree(comm, lambda: validate(cfg, comm.size))
         result = measure(cfg, comm, args)
         if comm.rank == 0:
             print(table(result), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        comm.close()
-        return EXIT_OK
-    except UserError as e:  # raised on every rank alike (see train.agree)
-        return report_usage_error(e, comm)
-    except Exception:
-        return report_crash(comm)
+
+    return run_command("hpcgan", body)
 
 
 if __name__ == "__main__":

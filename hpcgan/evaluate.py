@@ -36,27 +36,13 @@ from pathlib import Path
 
 import torch
 
-from hpcgan.comm import under_mpi_launcher
-from hpcgan.comm.base import Comm, SingleProcess
-from hpcgan.errors import (
-    EXIT_OK,
-    UserError,
-    report_crash,
-    report_usage_error,
-)
+from hpcgan.comm import agree, control
+from hpcgan.comm.base import Comm
+from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
 from hpcgan.sample import LoadedRun, load_run
-from hpcgan.train import agree, set_threads
-
-
-def control_comm() -> Comm:
-    """mpi4py's control plane under an MPI launcher (no Horovod needed), else one process."""
-    if under_mpi_launcher():
-        from hpcgan.comm.mpi import MPIControl
-
-        return MPIControl()
-    return SingleProcess()
+from hpcgan.train import set_threads
 
 
 def device_for(comm: Comm) -> torch.device:
@@ -139,19 +125,14 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    comm: Comm | None = None
-    try:
-        comm = control_comm()
+    def body(command: Command) -> None:
+        args = parse_args(argv)
+        comm = command.comm = control()
         result = evaluate(args, comm)
         if comm.rank == 0:
             print(json.dumps(result, indent=1), flush=True)
-        comm.close()
-        return EXIT_OK
-    except UserError as e:  # raised on every rank alike (see train.agree)
-        return report_usage_error(e, comm)
-    except Exception:
-        return report_crash(comm)
+
+    return run_command("hpcgan", body)
 
 
 if __name__ == "__main__":

@@ -14,33 +14,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
 from hpcgan import checkpoint
 from hpcgan.board import Board
-from hpcgan.comm import make_comm
+from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, dump_yaml, help_text, load_config, validate
 from hpcgan.data.builtin import builtin_path, prepare_builtin
 from hpcgan.data.reader import ShardReader
-from hpcgan.data.schema import DatasetInfo, SchemaError, read_info
+from hpcgan.data.schema import DatasetInfo, read_info
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import make_transform
-from hpcgan.errors import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_PREEMPTED,
-    Diverged,
-    Preempted,
-    UserError,
-    report_crash,
-    report_usage_error,
-)
+from hpcgan.errors import Command, UserError, run_command
 from hpcgan.loop import Loop
 from hpcgan.metrics.evaluate import best_metric_name
 from hpcgan.models import build_models
@@ -48,9 +37,6 @@ from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
 from hpcgan.trainer import Trainer
 from hpcgan.watchdog import Watchdog
-
-T = TypeVar("T")
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -62,18 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML file of configuration keys")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a key")
     return parser.parse_args(argv)
-
-
-def agree(comm: Comm, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on every rank; a UserError on any rank is raised on all, so all exit 2."""
-    try:
-        result, error = fn(), None
-    except (UserError, SchemaError) as e:
-        result, error = None, str(e)
-    errors = [e for e in comm.allgather_object(error) if e]
-    if errors:
-        raise UserError(errors[0])
-    return result
 
 
 def set_threads(cfg: Config, comm: Comm) -> None:
@@ -237,26 +211,14 @@ def _plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    comm: Comm | None = None
-    try:
+    def body(command: Command) -> None:
+        args = parse_args(argv)
         cfg = load_config(args.config, args.overrides)
-        comm = make_comm(cfg.dist, uses_cuda(cfg))
-        validate(cfg, comm.size)
+        comm = command.comm = make_comm(cfg.dist, uses_cuda(cfg))
+        agree(comm, lambda: validate(cfg, comm.size))
         train(cfg, comm)
-        comm.close()
-        return EXIT_OK
-    except Preempted:
-        comm.close()
-        return EXIT_PREEMPTED
-    except Diverged as e:  # decided alike on every rank (same averaged gradients)
-        if comm.rank == 0:
-            print(f"hpcgan: error: training diverged: {e}", file=sys.stderr, flush=True)
-        return EXIT_FAILURE
-    except UserError as e:  # raised on every rank alike (see train.agree)
-        return report_usage_error(e, comm)
-    except Exception:
-        return report_crash(comm)
+
+    return run_command("hpcgan", body)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,41 @@ Only this package imports mpi4py or horovod; models, losses and data see a ``Com
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from hpcgan.comm.base import Comm, SingleProcess
 from hpcgan.config import DistConfig
-from hpcgan.errors import UserError
+from hpcgan.errors import UserError, one_line
 from hpcgan.launcher import under_mpi_launcher
+
+T = TypeVar("T")
+
+
+def agree(comm: Comm, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on every rank; a UserError on any rank is raised on all (the lowest failing
+    rank's message, marked ``agreed``), so every rank exits 2 together and rank 0 says why."""
+    try:
+        result, error = fn(), None
+    except UserError as e:
+        result, error = None, one_line(e)
+    errors = [e for e in comm.allgather_object(error) if e]
+    if errors:
+        shared = UserError(errors[0])
+        shared.agreed = True
+        raise shared
+    return result
+
+
+def control() -> Comm:
+    """The control plane alone (ranks, objects, small sums; no gradient engine): for the
+    commands that do not train (sample, evaluate, report, data_prep). MPI is initialised only
+    under an MPI launcher."""
+    if not under_mpi_launcher():
+        return SingleProcess()
+    from hpcgan.comm.mpi import MPIControl
+
+    return MPIControl()
 
 
 def _horovod_available(cuda: bool) -> bool:
@@ -43,13 +73,9 @@ def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
     if dist.bucket_mb < 0:
         raise UserError(f"dist.bucket_mb must be >= 0, got {dist.bucket_mb:g}")
     if backend == "none":
-        comm: Comm = SingleProcess()
-        if under_mpi_launcher():
-            from hpcgan.comm.mpi import MPIControl
-
-            comm = MPIControl()
-            if comm.size > 1:
-                raise UserError(f"dist.backend=none cannot train with {comm.size} ranks")
+        comm = control()
+        if comm.size > 1:
+            raise UserError(f"dist.backend=none cannot train with {comm.size} ranks")
     elif backend == "horovod":
         if not _horovod_available(cuda):
             gpu = " with GPU operations (HOROVOD_GPU_OPERATIONS=NCCL)" if cuda else ""

@@ -39,6 +39,10 @@ class Comm:
     def allgather_object(self, obj: Any) -> list[Any]:
         return [obj]
 
+    def gather_object(self, obj: Any, root: int = 0) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on ``root``, None elsewhere."""
+        return [obj]
+
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         """Element-wise sum over ranks of a small float64 vector (metrics, flags)."""
         return values

@@ -36,6 +36,9 @@ class MPIControl(Comm):
     def allgather_object(self, obj: Any) -> list[Any]:
         return self.control.allgather(obj)
 
+    def gather_object(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return self.control.gather(obj, root=root)
+
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         send = np.ascontiguousarray(values, dtype=np.float64)
         recv = np.empty_like(send)
