@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from hpcgan.data.schema import chunk_samples_for, read_info
+from hpcgan.data.format import chunk_samples_for, read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = Path(sys.executable).parent / "mpirun"
@@ -208,19 +208,16 @@ def read_main(argv: list[str]) -> None:
     p.add_argument("raw")
     p.add_argument("--batch", type=int, default=256)
     a = p.parse_args(argv)
+    from hpcgan.comm import control
+    from hpcgan.config import load_config
     from hpcgan.data.reader import ShardReader
-    from hpcgan.data.sharding import ShardPlan
     from hpcgan.data.transforms import make_transform
+    from hpcgan.session import shard_plan
 
-    rank, world, comm = 0, 1, None
-    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
-        rank, world = comm.Get_rank(), comm.Get_size()
+    comm = control()
+    rank, world = comm.rank, comm.size
     info = read_info(a.h5)
-    segment = info.chunk_samples if info.compression else 8  # as hpcgan.train chooses
-    plan = ShardPlan(info.n, a.batch, segment, seed=0)
+    plan = shard_plan(load_config(None, [f"train.batch_size={a.batch}"]), info)  # as training
     batches = range(plan.batches_per_epoch)
     samples = plan.batches_per_epoch * a.batch // world
     buffer = np.empty((a.batch // world, *info.shape), dtype=info.dtype)
@@ -250,12 +247,11 @@ def read_main(argv: list[str]) -> None:
 
     rates = {}
     for name, read in (("ShardReader", reader), ("h5py raw", raw_h5py), ("memmap", memmap)):
-        if comm is not None:
-            comm.Barrier()
+        comm.barrier()
         started = time.perf_counter()
         read()
         rates[name] = samples / (time.perf_counter() - started)
-    gathered = comm.gather(rates, root=0) if comm is not None else [rates]
+    gathered = comm.gather_object(rates, root=0)
     if rank == 0:
         print(json.dumps({k: math.fsum(r[k] for r in gathered) / world for k in rates}))
 

@@ -55,8 +55,8 @@ def launch(np_: int, module: str, args: list[str]) -> str:
 def dataset(work: Path, n: int) -> Path:
     path = work / f"grf-{n}-64.h5"
     if not path.exists():
-        from data_prep import synth
-        from hpcgan.data.schema import write_dataset
+        from hpcgan.data import synth
+        from hpcgan.data.write import write_dataset
 
         fields = synth.grf(n, size=64, seed=0)
         write_dataset(path, fields, None, kind="field", source=synth.grf_source())

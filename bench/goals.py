@@ -1,4 +1,4 @@
-"""The README's performance figures: each goal a ratio measured inside one run, repeated.
+"""The figures of docs/performance.md: each goal a ratio measured inside one run, repeated.
 
     python bench/goals.py --out /tmp/goals [--repeats 3] [--cold-gb 3] [--only one,two,cold]
 
@@ -161,7 +161,7 @@ def two_ranks(out: Path, data: Path, rep: int, steps: int, engines: list[str]) -
 
 def write_big(path: Path, gigabytes: float) -> None:
     """A schema-1 file of positive float32 64x64 fields, written block by block."""
-    from hpcgan.data.schema import DatasetWriter
+    from hpcgan.data.write import DatasetWriter
 
     shape = (1, 64, 64)
     n = int(gigabytes * 1e9 // (4 * 64 * 64))

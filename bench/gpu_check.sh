@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures in the README: hpcgan's step vs the plain loop (dcgan 64x64, one rank, fixed
-# batch) with and without channels_last / torch.compile, then end-to-end runs through
+# The GPU figures in docs/performance.md: hpcgan's step vs the plain loop (dcgan 64x64, one rank,
+# fixed batch) with and without channels_last / torch.compile, then end-to-end runs through
 # `python -m hpcgan.train` on CUDA (bf16, fp16 + GradScaler, resnet, conditional + AC-GAN).
 # Usage on a GPU node: bench/gpu_check.sh OUT_DIR
 set -uo pipefail

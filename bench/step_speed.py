@@ -14,10 +14,10 @@ import json
 
 import torch
 
-from hpcgan.bench import plain_loop, timed
 from hpcgan.comm.base import SingleProcess
 from hpcgan.config import load_config
 from hpcgan.models import build_models
+from hpcgan.plain import plain_loop, timed
 from hpcgan.trainer import Trainer
 
 

@@ -1,4 +1,4 @@
-"""Prepare datasets for hpcgan as schema-1 HDF5 files (layout: design.md section 5).
+"""Prepare datasets for hpcgan as schema-1 HDF5 files (layout: docs/design.md, section 5).
 
     python -m data_prep synth   --kind {digits,grf} --out FILE.h5 [--n N] [--size S] [--seed K]
     python -m data_prep convert --input PATH [PATH ...] --out FILE.h5 [--size S] [--channels 1|3]
@@ -7,58 +7,41 @@
     python -m data_prep verify  FILE.h5
 
 Exit status 0 when done; bad input prints one line `data_prep: error: ...` on stderr (once,
-under mpirun) and exits 2; an interrupt exits 130.
+under mpirun) and exits 2; an interrupt exits 130 (hpcgan.errors maps them, as for every
+hpcgan command).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from data_prep import signals, synth
+from data_prep import signals
 from data_prep.convert import Options, convert
 from data_prep.inputs import FORMATS
 from data_prep.output import check_output
-from data_prep.parallel import (
-    USER_ERRORS,
-    SharedError,
-    abort_on_failure,
-    connect,
-    launcher_rank,
-    one_line,
-)
-from hpcgan.data.schema import DatasetInfo, read_info, scan, write_dataset
+from hpcgan.comm import control
+from hpcgan.data.format import DatasetInfo, read_info
+from hpcgan.data.verify import scan
+from hpcgan.data.write import write_dataset
+from hpcgan.errors import ArgumentParser, Command, UserError, run_command
 
 # kind -> (default --n, default --size, schema kind); None means every sample.
 _SYNTH_DEFAULTS = {"digits": (None, 32, "image"), "grf": (4096, 64, "field")}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports usage errors like every other error: one line, exit 2 (via main)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; map bad input of any kind to one stderr line and exit status 2."""
-    try:
+    """Run one subcommand; bad input of any kind is one stderr line and exit status 2."""
+
+    def body(command: Command) -> int:
         args = _parser().parse_args(argv)
-        return args.run(args)
-    except USER_ERRORS as err:
-        if launcher_rank() == 0:  # under mpirun every rank has the same error: print it once
-            print(f"data_prep: error: {one_line(err)}", file=sys.stderr, flush=True)
-        if isinstance(err, SharedError):
-            err.settle()
-        return 2
-    except KeyboardInterrupt:
-        print("data_prep: interrupted", file=sys.stderr)
-        return 130
+        return args.run(args, command)
+
+    return run_command("data_prep", body)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="data_prep", description="Prepare datasets for hpcgan as schema-1 HDF5 files."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,13 +152,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _synth(args: argparse.Namespace) -> int:
+def _synth(args: argparse.Namespace, command: Command) -> int:
+    from hpcgan.data import synth  # PIL, scikit-learn, torch: only for this command
+
     out = check_output(args.out, args.overwrite)
     default_n, default_size, kind = _SYNTH_DEFAULTS[args.kind]
     n = default_n if args.n is None else args.n
     size = default_size if args.size is None else args.size
     if n is not None and n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+        raise UserError(f"--n must be >= 1, got {n}")
     if args.kind == "digits":
         images, labels = synth.digits(size)
         images, labels = images[:n], labels[:n]
@@ -185,15 +170,15 @@ def _synth(args: argparse.Namespace) -> int:
         source = synth.grf_source(seed=args.seed)
     info = write_dataset(out, images, labels, kind=kind, source=source)
     stats = info.stats
-    print(
-        f"wrote {info.path}: {info.n} x {_shape(info)} {info.dtype} {info.kind}, "
+    _wrote(
+        info,
         f"min {stats['min']:.4g} max {stats['max']:.4g} mean {stats['mean']:.4g} "
-        f"std {stats['std']:.4g}, {_labels(info)}"
+        f"std {stats['std']:.4g}, {_labels(info)}",
     )
     return 0
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace, command: Command) -> int:
     options = Options(
         inputs=args.input,
         out=args.out,
@@ -214,21 +199,20 @@ def _convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     with signals.stoppable():
-        world = connect()
-        with abort_on_failure(world):
-            result = convert(options, world)
-    if world.rank == 0:
+        comm = command.comm = control()  # an error on one rank of several ends them all
+        result = convert(options, comm)
+    if comm.rank == 0:
         info, seconds = result.info, max(result.seconds, 1e-9)
         megabytes = info.n * info.sample_nbytes / 1e6
-        print(
-            f"wrote {info.path}: {info.n} x {_shape(info)} {info.dtype} {info.kind}, "
+        _wrote(
+            info,
             f"{_labels(info)}, in {seconds:.2f} s ({info.n / seconds:.0f} samples/s, "
-            f"{megabytes / seconds:.1f} MB/s, {result.ranks} rank(s))"
+            f"{megabytes / seconds:.1f} MB/s, {result.ranks} rank(s))",
         )
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace, command: Command) -> int:
     summary = scan(args.file)
     info = read_info(args.file)
     stats = summary["stats"]
@@ -261,6 +245,10 @@ def _verify(args: argparse.Namespace) -> int:
         else "  checksums none stored (file written by an older data_prep)"
     )
     return 0
+
+
+def _wrote(info: DatasetInfo, details: str) -> None:
+    print(f"wrote {info.path}: {info.n} x {_shape(info)} {info.dtype} {info.kind}, {details}")
 
 
 def _shape(info: DatasetInfo) -> str:

@@ -1,4 +1,5 @@
-"""Arrays as sources of samples: .npy files, .npz members, IDX files and HDF5 datasets.
+"""Arrays as sources of 2D samples (images, maps): .npy files, .npz members, IDX files and
+HDF5 datasets.
 
 Nothing is loaded whole when it can be mapped: .npy files and uncompressed .npz members are
 memory-mapped, IDX files too (gzip-compressed ones are decompressed once), HDF5 datasets are
@@ -18,8 +19,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data_prep.parallel import one_line
+from data_prep.errors import reading
 from data_prep.shaping import Probe, Target, conform
+from hpcgan.errors import UserError, one_line
 
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -63,8 +65,8 @@ class ArraySource:
             x = x.transpose(0, 3, 1, 2)
         try:
             return conform(x, target)
-        except ValueError as err:
-            raise ValueError(f"{self.name}: {one_line(err)}") from err
+        except UserError as err:
+            raise UserError(f"{self.name}: {one_line(err)}") from err
 
     def describe(self, i: int) -> str:
         return f"{self.name} sample {i}"
@@ -73,7 +75,8 @@ class ArraySource:
         """Contiguous runs as slices: one read each, never a long fancy-index list."""
         breaks = np.flatnonzero(np.diff(index) != 1) + 1
         runs = np.split(index, breaks)
-        parts = [np.asarray(self.images[run[0] : run[-1] + 1]) for run in runs]
+        with reading(self.name):
+            parts = [np.asarray(self.images[run[0] : run[-1] + 1]) for run in runs]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -89,10 +92,10 @@ def open_array(spec: ArraySpec) -> ArraySource:
     else:
         name, images, labels = _hdf5(spec)
     if images.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: holds {images.dtype} values, not real numbers")
+        raise UserError(f"{name}: holds {images.dtype} values, not real numbers")
     axes = _axes(images.shape, spec.layout, name)
     if len(images) == 0:
-        raise ValueError(f"{name}: holds no samples (shape {images.shape})")
+        raise UserError(f"{name}: holds no samples (shape {images.shape})")
     return ArraySource(
         name, images, axes, None if labels is None else _labels(labels, name, len(images))
     )
@@ -115,7 +118,7 @@ def idx_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], int] | None:
 
 def idx_head(path: str | Path, size: int = 24) -> bytes:
     """The first bytes of an IDX file, decompressed if it is gzipped."""
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         head = f.read(size)
     if head.startswith(_GZIP_MAGIC):
         try:
@@ -130,22 +133,22 @@ def read_idx(path: str) -> np.ndarray:
     """An IDX file as an array: memory-mapped, or decompressed once if gzipped."""
     header = idx_header(idx_head(path))
     if header is None:
-        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
     dtype, shape, offset = header
     need = offset + math.prod(shape) * dtype.itemsize
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         gzipped = f.read(2) == _GZIP_MAGIC
     if gzipped:
         try:
             with gzip.open(path) as f:
                 data = f.read()
         except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"{path}: corrupt gzip data ({one_line(err)})") from err
+            raise UserError(f"{path}: corrupt gzip data ({one_line(err)})") from err
         size = len(data)
     else:
         size = Path(path).stat().st_size
     if size < need:
-        raise ValueError(f"{path}: IDX file is truncated ({size} of {need} bytes)")
+        raise UserError(f"{path}: IDX file is truncated ({size} of {need} bytes)")
     if gzipped:
         return np.frombuffer(data, dtype, math.prod(shape), offset).reshape(shape)
     return np.memmap(path, dtype, "r", offset, shape)
@@ -155,7 +158,7 @@ def _npy(path: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy file ({one_line(err)})") from err
+        raise UserError(f"{path}: not a readable .npy file ({one_line(err)})") from err
 
 
 def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
@@ -164,18 +167,18 @@ def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
             members = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
             key = spec.key or _only_images(spec.path, members, lambda m: _npz_ndim(archive, m))
             if key not in members:
-                raise ValueError(f"{spec.path}: no array {key!r} (--key); arrays: {_list(members)}")
+                raise UserError(f"{spec.path}: no array {key!r} (--key); arrays: {_list(members)}")
             labels_key = spec.labels or (
                 "labels" if "labels" in members and key != "labels" else None
             )
             if labels_key is not None and labels_key not in members:
-                raise ValueError(
+                raise UserError(
                     f"{spec.path}: no array {labels_key!r} (--labels-key); arrays: {_list(members)}"
                 )
             images = _npz_member(spec.path, archive, key)
             labels = None if labels_key is None else _npz_member(spec.path, archive, labels_key)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{spec.path}: not a readable .npz file ({one_line(err)})") from err
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as err:
+        raise UserError(f"{spec.path}: not a readable .npz file ({one_line(err)})") from err
     return f"{spec.path}:{key}", images, labels
 
 
@@ -200,7 +203,7 @@ def _npz_member(path: str, archive: zipfile.ZipFile, member: str) -> np.ndarray:
         shape, fortran, dtype = _read_npy_header(f, version)
         offset = f.tell()
     if dtype.hasobject:
-        raise ValueError(f"{path}:{member}: holds Python objects, not numbers")
+        raise UserError(f"{path}:{member}: holds Python objects, not numbers")
     return np.memmap(path, dtype, "r", offset, shape, "F" if fortran else "C")
 
 
@@ -212,11 +215,11 @@ def _read_npy_header(f, version: tuple[int, int]) -> tuple[tuple[int, ...], bool
 
 def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
     if not h5py.is_hdf5(spec.path):
-        raise ValueError(f"{spec.path}: not an HDF5 file")
+        raise UserError(f"{spec.path}: not an HDF5 file")
     try:
         f = h5py.File(spec.path, "r", locking=False)  # kept open by the datasets it returns
     except OSError as err:
-        raise ValueError(f"{spec.path}: unreadable HDF5 file ({one_line(err)})") from err
+        raise UserError(f"{spec.path}: unreadable HDF5 file ({one_line(err)})") from err
     datasets: dict[str, h5py.Dataset] = {}
 
     def note(name: str, obj: object) -> None:  # (a value other than None stops the visit)
@@ -229,12 +232,12 @@ def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
         "/"
     )
     if key not in datasets:
-        raise ValueError(f"{spec.path}: no dataset {key!r} (--key); datasets: {_list(names)}")
+        raise UserError(f"{spec.path}: no dataset {key!r} (--key); datasets: {_list(names)}")
     labels_key = spec.labels
     if labels_key is None and "labels" in datasets and key != "labels":
         labels_key = "labels"
     if labels_key is not None and labels_key.strip("/") not in datasets:
-        raise ValueError(
+        raise UserError(
             f"{spec.path}: no dataset {labels_key!r} (--labels-key); datasets: {_list(names)}"
         )
     labels = None if labels_key is None else datasets[labels_key.strip("/")]
@@ -251,7 +254,7 @@ def _only_images(path: str, names: list[str], ndim) -> str:
         if candidates
         else f"none of rank 3 or 4 among {_list(names)}"
     )
-    raise ValueError(f"{path}: pass --key to name the images array ({found})")
+    raise UserError(f"{path}: pass --key to name the images array ({found})")
 
 
 def _axes(shape: tuple[int, ...], layout: str, name: str) -> str:
@@ -260,7 +263,7 @@ def _axes(shape: tuple[int, ...], layout: str, name: str) -> str:
     if len(shape) == 3:
         return "nhw"
     if len(shape) != 4:
-        raise ValueError(f"{name}: array of shape {shape} has rank {len(shape)}; {_SHAPES}")
+        raise UserError(f"{name}: array of shape {shape} has rank {len(shape)}; {_SHAPES}")
     if layout != "auto":
         return layout
     return "nhwc" if shape[3] < shape[1] else "nchw"
@@ -278,9 +281,9 @@ def _labels(labels, name: str, n: int) -> np.ndarray:
     """Labels loaded whole (8 bytes a sample) and checked: n integers >= 0."""
     values = np.asarray(labels[()])
     if values.shape != (n,) or values.dtype.kind not in "iu":
-        raise ValueError(f"{name}: labels must be {n} integers, got {values.dtype} {values.shape}")
+        raise UserError(f"{name}: labels must be {n} integers, got {values.dtype} {values.shape}")
     if values.min() < 0:
-        raise ValueError(f"{name}: labels must be >= 0, got {values.min()}")
+        raise UserError(f"{name}: labels must be >= 0, got {values.min()}")
     return values.astype(np.int64)
 
 

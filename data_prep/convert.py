@@ -37,19 +37,14 @@ from tqdm import tqdm
 from data_prep import signals
 from data_prep.inputs import Catalog, Inputs, plan_inputs
 from data_prep.output import check_output
-from data_prep.parallel import World
 from data_prep.shaping import Probe, Target, decide
-from hpcgan.data.schema import (
-    BlockWriter,
-    ChunkTable,
-    DatasetInfo,
-    DatasetWriter,
-    Layout,
-    NonFiniteError,
-    RawChunkWriter,
-    block_samples,
-    chunk_samples_for,
-)
+from hpcgan.comm import agree
+from hpcgan.comm.base import Comm
+from hpcgan.data.block_writers import BlockWriter, Layout, RawChunkWriter
+from hpcgan.data.chunks import ChunkTable
+from hpcgan.data.format import DatasetInfo, NonFiniteError, block_samples, chunk_samples_for
+from hpcgan.data.write import DatasetWriter
+from hpcgan.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -110,20 +105,21 @@ class _Plan:
         return self.out.with_name(f".{self.out.name}.part{rank}-{token}")
 
 
-def convert(options: Options, world: World) -> Result:
-    """Convert on every rank of `world`; raises SharedError (on all ranks) for bad input."""
+def convert(options: Options, comm: Comm) -> Result:
+    """Convert on every rank of `comm`; bad input raises an agreed UserError on every rank."""
     started = time.perf_counter()
-    out, inputs = world.bcast(world.agree(lambda: _prepare(options) if world.rank == 0 else None))
-    plan = _plan(options, out, inputs, world)
+    first = comm.rank == 0
+    out, inputs = comm.broadcast_object(agree(comm, lambda: _prepare(options) if first else None))
+    plan = _plan(options, out, inputs, comm)
     with ExitStack() as cleanup:
-        writer = world.agree(lambda: _create(plan, cleanup) if world.rank == 0 else None)
-        layout, token = world.bcast((writer.layout, str(os.getpid())) if writer else None)
-        part = plan.part_path(world.rank, token)
+        writer = agree(comm, lambda: _create(plan, cleanup) if first else None)
+        layout, token = comm.broadcast_object((writer.layout, str(os.getpid())) if writer else None)
+        part = plan.part_path(comm.rank, token)
         cleanup.callback(part.unlink, missing_ok=True)
-        table = world.agree(lambda: _convert_share(plan, world, writer, layout, part))
-        tables = world.gather(table)
-        info = world.agree(lambda: _finish(plan, world, writer, tables, token) if writer else None)
-    return Result(world.bcast(info), time.perf_counter() - started, world.size)
+        table = agree(comm, lambda: _convert_share(plan, comm, writer, layout, part))
+        tables = comm.gather_object(table)
+        info = agree(comm, lambda: _finish(plan, comm, writer, tables, token) if writer else None)
+    return Result(comm.broadcast_object(info), time.perf_counter() - started, comm.size)
 
 
 def _prepare(options: Options) -> tuple[Path, Inputs]:
@@ -131,7 +127,7 @@ def _prepare(options: Options) -> tuple[Path, Inputs]:
     for name in ("size", "chunk_samples", "max_samples"):
         value = getattr(options, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     out = check_output(options.out, options.overwrite)
     inputs = plan_inputs(
         options.inputs, options.fmt, options.key, options.labels_key, options.layout, options.labels
@@ -139,20 +135,20 @@ def _prepare(options: Options) -> tuple[Path, Inputs]:
     return out, inputs
 
 
-def _plan(options: Options, out: Path, inputs: Inputs, world: World) -> _Plan:
+def _plan(options: Options, out: Path, inputs: Inputs, comm: Comm) -> _Plan:
     """Open the inputs, fix the sample order and agree on the output form (every rank)."""
-    catalog = world.agree(lambda: Catalog(inputs))
+    catalog = agree(comm, lambda: Catalog(inputs))
     total = len(catalog)
     n = total if options.max_samples is None else min(total, options.max_samples)
     order = None
     if options.shuffle:
         order = np.random.default_rng(options.seed).permutation(total)[:n]
-    probe_from, probe_to = n * world.rank // world.size, n * (world.rank + 1) // world.size
+    probe_from, probe_to = n * comm.rank // comm.size, n * (comm.rank + 1) // comm.size
     index = np.arange(probe_from, probe_to) if order is None else order[probe_from:probe_to]
-    probes = world.allgather(world.agree(lambda: catalog.probe(index)))
+    probes = comm.allgather_object(agree(comm, lambda: catalog.probe(index)))
     probe = Probe.merge(p for rank in probes for p in rank)
-    target = world.agree(
-        lambda: decide(probe, options.size, options.channels, options.dtype, options.crop)
+    target = agree(
+        comm, lambda: decide(probe, options.size, options.channels, options.dtype, options.crop)
     )
     sample_nbytes = math.prod(target.shape) * np.dtype(target.dtype).itemsize
     chunk = min(n, options.chunk_samples or chunk_samples_for(sample_nbytes))
@@ -178,11 +174,11 @@ def _create(plan: _Plan, cleanup: ExitStack) -> DatasetWriter:
 
 
 def _convert_share(
-    plan: _Plan, world: World, writer: DatasetWriter | None, layout: Layout | None, part: Path
+    plan: _Plan, comm: Comm, writer: DatasetWriter | None, layout: Layout | None, part: Path
 ) -> ChunkTable | None:
     """Convert and write this rank's share; the table of its chunks (rank 0's stays in the
     writer), or None for an empty share."""
-    start, stop = plan.share(world.rank, world.size)
+    start, stop = plan.share(comm.rank, comm.size)
     if start == stop:
         return None
     bar = tqdm(
@@ -191,8 +187,8 @@ def _convert_share(
         unit_scale=True,
         delay=2.0,
         file=sys.stderr,
-        disable=world.rank != 0 or not sys.stderr.isatty(),
-        desc="convert" if world.size == 1 else f"convert (rank 0's share of {world.size})",
+        disable=comm.rank != 0 or not sys.stderr.isatty(),
+        desc="convert" if comm.size == 1 else f"convert (rank 0's share of {comm.size})",
     )
     with bar:
         if writer is not None:
@@ -237,20 +233,20 @@ def _write(
             except NonFiniteError as err:
                 position = origin + err.sample
                 where = plan.catalog.describe(int(plan.indices(position, position + 1)[0]))
-                raise ValueError(f"{where} holds NaN or Inf values") from err
+                raise UserError(f"{where} holds NaN or Inf values") from err
             bar.update(last - first)
 
 
 def _finish(
     plan: _Plan,
-    world: World,
+    comm: Comm,
     writer: DatasetWriter,
     tables: list[ChunkTable | None],
     token: str,
 ) -> DatasetInfo:
     """Rank 0: take in the other ranks' shares in order, then commit the file."""
-    for rank in range(1, world.size):
-        start, stop = plan.share(rank, world.size)
+    for rank in range(1, comm.size):
+        start, stop = plan.share(rank, comm.size)
         if start == stop:
             continue
         if writer.layout is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from data_prep.parallel import one_line
 from data_prep.shaping import Probe, Target, conform
+from hpcgan.errors import UserError, one_line
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 _GREY = frozenset({"1", "L", "LA", "La"})
@@ -38,7 +38,7 @@ class ImageFiles:
                     width, height = image.size
                     mode = image.mode
             except Exception as err:  # Pillow reports bad files with many exception types
-                raise ValueError(f"{path}: not a readable image ({one_line(err)})") from err
+                raise UserError(f"{path}: not a readable image ({one_line(err)})") from err
             channels = 1 if mode in _GREY or mode in _NUMERIC else 3
             shapes.setdefault((channels, height, width), path)
             bytes_only &= mode not in _NUMERIC
@@ -51,8 +51,8 @@ class ImageFiles:
             path = self.paths[i]
             try:
                 out[k] = conform(_decode(path)[None], target)[0]
-            except ValueError as err:
-                raise ValueError(f"{path}: {one_line(err)}") from err
+            except UserError as err:
+                raise UserError(f"{path}: {one_line(err)}") from err
         return out
 
     def describe(self, i: int) -> str:
@@ -69,5 +69,5 @@ def _decode(path: str) -> np.ndarray:
                 image = image.convert("RGB")
             array = np.asarray(image)
     except Exception as err:  # truncated data, bad chunks, unsupported variants, ...
-        raise ValueError(f"cannot decode image ({one_line(err)})") from err
+        raise UserError(f"cannot decode image ({one_line(err)})") from err
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

@@ -16,8 +16,10 @@ import h5py
 import numpy as np
 
 from data_prep.arrays import ArraySource, ArraySpec, idx_head, idx_header, open_array
+from data_prep.errors import reading
 from data_prep.images import EXTENSIONS, ImageFiles
 from data_prep.shaping import Probe, Target
+from hpcgan.errors import UserError
 
 FORMATS = ("auto", "images", "npy", "npz", "idx", "hdf5")
 _HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".he5"}
@@ -47,7 +49,7 @@ def plan_inputs(
     layout: str = "auto",
     labels: bool = True,
 ) -> Inputs:
-    """Specs for the inputs, in the order given; ValueError naming the input if one is bad."""
+    """Specs for the inputs, in the order given; UserError naming the input if one is bad."""
     found = [(Path(p), _format(Path(p), fmt)) for p in paths]
     walked = {path: _walk(path) for path, kind in found if kind == "images" and path.is_dir()}
     class_names = _class_names(list(walked.values()))
@@ -125,14 +127,14 @@ class Catalog:
 def _format(path: Path, forced: str) -> str:
     """An input's format: folders hold images; files are recognised by content, then name."""
     if not path.exists():
-        raise ValueError(f"{path}: no such file or directory")
+        raise UserError(f"{path}: no such file or directory")
     if path.is_dir():
         if forced not in ("auto", "images"):
-            raise ValueError(f"{path} is a folder; --format {forced} needs a file")
+            raise UserError(f"{path} is a folder; --format {forced} needs a file")
         return "images"
     if forced != "auto":
         return forced
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         head = f.read(8)
     suffix = path.suffix.lower()
     if h5py.is_hdf5(path) or suffix in _HDF5_SUFFIXES:
@@ -145,7 +147,7 @@ def _format(path: Path, forced: str) -> str:
         return "idx"
     if suffix in EXTENSIONS:
         return "images"
-    raise ValueError(
+    raise UserError(
         f"{path}: unrecognised input (expected a folder of images, an image, .npy, .npz, "
         "IDX or HDF5); name the format with --format"
     )
@@ -165,7 +167,7 @@ def _walk(folder: Path) -> tuple[list[str], list[str | None]]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in EXTENSIONS
         ]
     if not found:
-        raise ValueError(
+        raise UserError(
             f"{folder}: no image files ({', '.join(sorted(EXTENSIONS))}) in this folder"
         )
     found.sort()
@@ -197,12 +199,12 @@ def _labels_agree(inputs: Inputs, sources: list[ImageFiles | ArraySource]) -> bo
     labelled = [name for name, source in zip(names, sources) if source.labels is not None]
     unlabelled = [name for name, source in zip(names, sources) if source.labels is None]
     if labelled and unlabelled:
-        raise ValueError(
+        raise UserError(
             f"{labelled[0]} has labels but {unlabelled[0]} has none; pass --no-labels to drop them"
         )
     arrays = [spec.path for spec in inputs.specs if isinstance(spec, ArraySpec)]
     if inputs.class_names and arrays:
-        raise ValueError(
+        raise UserError(
             f"class-folder labels cannot be combined with the labels of {arrays[0]}; "
             "convert them separately or pass --no-labels"
         )
@@ -215,7 +217,7 @@ def _pair_idx(paths: list[Path]) -> dict[Path, str | None]:
     headers = {p: idx_header(idx_head(p)) for p in paths}
     for path, header in headers.items():
         if header is None:
-            raise ValueError(f"{path}: not an IDX file (bad magic number)")
+            raise UserError(f"{path}: not an IDX file (bad magic number)")
     label_files = [p for p in paths if len(headers[p][1]) == 1]
     image_files = [p for p in paths if len(headers[p][1]) > 1]
     pairs: dict[Path, str | None] = {}
@@ -229,7 +231,7 @@ def _pair_idx(paths: list[Path]) -> dict[Path, str | None]:
         pairs[image] = str(found[0]) if found else None
     unused = [p for p in label_files if str(p) not in pairs.values()]
     if unused:
-        raise ValueError(f"{unused[0]}: an IDX label file with no matching images file")
+        raise UserError(f"{unused[0]}: an IDX label file with no matching images file")
     return pairs
 
 

@@ -1,8 +1,10 @@
-"""What the output samples look like, and how any input sample is brought to that form.
+"""2D image conversion: what the output samples look like, and how any input sample is
+brought to that form.
 
 Every input (decoded image, array slice) arrives as [B, C, H, W] in its own dtype and passes
-through the same steps: channels (1 <-> 3), centre crop, resize, dtype. Ranks decide the output
-form from the probes of all inputs, so they agree without talking further.
+through the same steps: channels (1 <-> 3), centre crop, resize (Pillow, so two spatial
+dimensions), dtype. Ranks decide the output form from the probes of all inputs, so they agree
+without talking further.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from hpcgan.errors import UserError
 
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -57,7 +61,7 @@ class Target:
 def decide(
     probe: Probe, size: int | None, channels: int | None, dtype: str | None, crop: bool
 ) -> Target:
-    """The output form from what the inputs hold and the options; ValueError if they clash.
+    """The output form from what the inputs hold and the options; UserError if they clash.
 
     Defaults: the inputs' channels (3 when grey and colour images mix), their common size,
     uint8 when every input is 8-bit and float32 (physical values kept) otherwise.
@@ -67,18 +71,18 @@ def decide(
         found = sorted(by_channels)
         channels = 3 if found == [1, 3] else found[0]
         if len(found) > 1 and found != [1, 3]:
-            raise ValueError(
+            raise UserError(
                 f"inputs differ in channels: {_examples(by_channels, 'channel(s)')}; "
                 "pass --channels 1 or 3"
             )
     for count, example in by_channels.items():
         if count != channels and {count, channels} != {1, 3}:
-            raise ValueError(
+            raise UserError(
                 f"{example} has {count} channels; --channels converts only between 1 and 3"
             )
     by_size = _group(probe.shapes, lambda shape: _cropped(shape[1:], crop))
     if size is None and len(by_size) > 1:
-        raise ValueError(
+        raise UserError(
             f"inputs differ in size: {_examples(by_size, '(HxW)')}; "
             "pass --size S to resize them (with --crop to keep the aspect ratio)"
         )
@@ -91,7 +95,7 @@ def decide(
 def conform(samples: np.ndarray, target: Target) -> np.ndarray:
     """[B, C, H, W] samples of any real dtype -> [B, *target.shape] of target.dtype.
 
-    Raises ValueError (without naming the input; the caller knows it) for values that cannot
+    Raises UserError (without naming the input; the caller knows it) for values that cannot
     be stored as uint8.
     """
     x = _to_channels(samples, target.channels)
@@ -137,7 +141,7 @@ def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(x, 3, axis=1)
     if x.shape[1] == 3 and channels == 1:
         return np.einsum("bchw,c->bhw", x.astype(np.float32, copy=False), _LUMA)[:, None]
-    raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
+    raise UserError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 
 def _centre_square(x: np.ndarray) -> np.ndarray:
@@ -150,7 +154,7 @@ def _centre_square(x: np.ndarray) -> np.ndarray:
 def _check_byte_range(x: np.ndarray) -> None:
     low, high = x.min(), x.max()
     if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= 255):
-        raise ValueError(
+        raise UserError(
             f"values from {low:g} to {high:g} do not fit uint8 (0..255); use --dtype float32"
         )
 

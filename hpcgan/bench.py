@@ -29,227 +29,32 @@ Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
-from hpcgan.comm.flat import raw_allreduce
-from hpcgan.config import Config, help_text, load_config, to_dict, validate
-from hpcgan.data.reader import Prefetcher
+from hpcgan.config import Config, command_line, load_config, to_dict, validate
 from hpcgan.errors import Command, UserError, run_command
-from hpcgan.models import build_models
+from hpcgan.plain import make_plain, timed
 from hpcgan.profile import SECTIONS, StepTimer
-from hpcgan.train import Pieces, build, uses_cuda
-
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# -- the reference: the plainest loop -----------------------------------------------------------
-
-
-def plain_loop(
-    G: nn.Module, D: nn.Module, z_dim: int, precision: str = "fp32", d_steps: int = 1
-) -> Callable[[torch.Tensor, torch.Tensor | None], None]:
-    """pytorch/examples' DCGAN step (Adam 2e-4, non-saturating loss), with ``d_steps`` D
-    updates per G update as hpcgan makes: no engine, no checks, no statistics, no EMA. G and D
-    are already on their device and dtype."""
-    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
-    dtype = next(G.parameters()).dtype
-
-    def cast() -> contextlib.AbstractContextManager:
-        if precision not in _AUTOCAST:
-            return contextlib.nullcontext()
-        return torch.autocast(next(G.parameters()).device.type, dtype=_AUTOCAST[precision])
-
-    def step(real: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        for i in range(d_steps):
-            z = torch.randn(real.shape[0], z_dim, device=real.device, dtype=dtype)
-            with cast():
-                with torch.set_grad_enabled(i == d_steps - 1):  # G's update uses the last
-                    fake = G(z, y)
-                real_loss = F.softplus(-D(real, y)[0]).mean()
-                loss_d = real_loss + F.softplus(D(fake.detach(), y)[0]).mean()
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-        with cast():
-            loss_g = F.softplus(-D(fake, y)[0]).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-
-    return step
-
-
-def timed(step: Callable[[], None], n: int, device: torch.device) -> float:
-    """Seconds for ``n`` calls of ``step``, waiting for the GPU at both ends."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
-
-
-def make_plain(cfg: Config, pieces: Pieces, comm: Comm) -> Callable[[], None]:
-    """The plain loop of freshly built models like the trainer's, on a fixed per-rank batch."""
-    t, info, device = cfg.train, pieces.info, pieces.device
-    trainer = pieces.trainer
-    torch.manual_seed(t.seed)
-    G, D = build_models(cfg.model, info.shape, trainer.num_classes, t.aux_classifier)
-    G, D = (m.to(device=device, dtype=trainer.dtype) for m in (G, D))
-    n = t.batch_size // comm.size
-    real = torch.rand(n, *info.shape, device=device, dtype=trainer.dtype) * 2 - 1  # [n, C, H, W]
-    y = None
-    if trainer.num_classes:
-        y = torch.randint(trainer.num_classes, (n,), device=device)
-    step = plain_loop(G, D, cfg.model.z_dim, t.precision, t.d_steps)
-    return lambda: step(real, y)
-
-
-# -- hpcgan's steps -----------------------------------------------------------------------------
-
-
-def evict(path: str) -> None:
-    """Drop the file's pages from this node's page cache: the next reads come from the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # dirty pages cannot be dropped
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-class ReadClock:
-    """Wraps a reader's ``read`` to add up the time the background thread spends reading: the
-    headroom against the step that hides it."""
-
-    def __init__(self, read: Callable) -> None:
-        self._read, self.seconds = read, 0.0
-
-    def __call__(self, global_batch: int):
-        t = time.perf_counter()
-        try:
-            return self._read(global_batch)
-        finally:
-            self.seconds += time.perf_counter() - t
-
-
-class Run:
-    """hpcgan's steps with a StepTimer, the data wait timed around the prefetcher itself."""
-
-    def __init__(self, cfg: Config, pieces: Pieces) -> None:
-        self.trainer, self.device = pieces.trainer, pieces.device
-        self.d_steps = cfg.train.d_steps
-        self.timer = StepTimer(pieces.device)
-        self.trainer.timer = self.timer
-        self.reads = ReadClock(pieces.reader.read)
-        pieces.reader.read = self.reads  # the prefetcher's thread calls it
-        self.feed = Prefetcher(pieces.reader, first_batch=0)
-        self.step_s: list[float] = []
-        self._next = 0
-
-    def steps(self, n: int) -> None:
-        for _ in range(n):
-            t = time.perf_counter()
-            with self.timer.section("data"):  # what the background read did not hide
-                batches = [self.feed.next() for _ in range(self.d_steps)]
-            self.trainer.step(self._next, batches)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()  # the step's last kernels (EMA) count to this step
-            self.step_s.append(time.perf_counter() - t)
-            self._next += 1
-
-    def reset(self) -> None:
-        self.timer.reset()
-        self.reads.seconds = 0.0
-        self.step_s.clear()
-
-    def record(self) -> dict:
-        """This rank's means per step, in seconds."""
-        n = len(self.step_s)
-        sections = {k: self.timer.seconds.get(k, 0.0) / n for k in SECTIONS}
-        step = sum(self.step_s) / n
-        sections["other"] = max(step - sum(sections.values()), 0.0)
-        return {
-            "step_s": step,
-            "median_step_s": float(np.median(self.step_s)),
-            "read_s": self.reads.seconds / n,  # on the background thread, mostly hidden
-            **sections,
-        }
-
-    def close(self) -> None:
-        self.feed.close()
-
+from hpcgan.session import Pieces, build, uses_cuda
+from hpcgan.timing import TimedSteps, compare_allreduce, evict, grad_messages, overlaps, stats
 
 # -- the benchmark --------------------------------------------------------------------------------
-
-
-def grad_messages(pieces: Pieces, d_steps: int, fp16_wire: bool = False) -> list[int]:
-    """Bytes of each gradient allreduce in one step: D's flat buffer per D update, then G's.
-    ``fp16_wire``: Horovod's fp16 compression sends 2 bytes per gradient element."""
-
-    def nbytes(m: nn.Module) -> int:
-        params = [p for p in m.parameters() if p.requires_grad]
-        return sum(p.numel() * (2 if fp16_wire else p.element_size()) for p in params)
-
-    trainer = pieces.trainer
-    return [nbytes(trainer.D)] * d_steps + [nbytes(trainer.G)]
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "max": max(values), "min": min(values)}
-
-
-def compare_allreduce(
-    comm: Comm, pieces: Pieces, messages: list[int], repeats: int
-) -> dict[str, float] | None:
-    """Medians over ``repeats`` of one step's gradient averaging through the engine alone
-    (``synchronize`` of D's optimizer per D update, then G's) and of raw MPI_Allreduce calls of
-    the same sizes, alternating, each after a barrier: costs without waiting for slow ranks.
-    None for one rank, where there is nothing to average."""
-    raw = raw_allreduce(comm, messages) if comm.size > 1 else None
-    if raw is None:
-        return None
-    trainer, cuda = pieces.trainer, pieces.device.type == "cuda"
-    opts = [trainer.opt_D] * (len(messages) - 1) + [trainer.opt_G]
-
-    def engine() -> None:
-        for opt in opts:
-            comm.synchronize(opt)  # averages the last step's gradients once more
-        if cuda:
-            torch.cuda.synchronize()
-
-    seconds: dict[str, list[float]] = {"raw_s": [], "engine_s": []}
-    for i in range(repeats + 1):  # the first round warms up
-        for name, fn in (("raw_s", raw), ("engine_s", engine)):
-            comm.barrier()
-            t = time.perf_counter()
-            fn()
-            if i:
-                seconds[name].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in seconds.items()}
 
 
 def measure(cfg: Config, comm: Comm, args: argparse.Namespace) -> dict:
     """Warm-up, then measured rounds of hpcgan steps alternating with the plain loop (rank 0),
     then the engine's averaging next to a raw allreduce."""
-    pieces = build(cfg, comm)
-    run = Run(cfg, pieces)
+    timer = StepTimer(torch.device("cuda" if uses_cuda(cfg) else "cpu"))
+    pieces = build(cfg, comm, timer=timer)  # the trainer times its sections with it
+    run = TimedSteps(cfg, pieces, timer)
     plain = make_plain(cfg, pieces, comm) if args.plain and comm.rank == 0 else None
     plain_s = 0.0
     try:
@@ -275,14 +80,6 @@ def measure(cfg: Config, comm: Comm, args: argparse.Namespace) -> dict:
     return summarise(cfg, comm, args, pieces, ranks, messages, plain_s)
 
 
-def overlaps(cfg: Config, comm: Comm) -> bool:
-    """Whether gradients are reduced during backward (then the in-step grad average is only
-    the wait left after backward): Horovod always, the flat engines with buckets."""
-    return comm.name == "horovod" or (
-        comm.size > 1 and cfg.dist.bucket_mb > 0 and getattr(comm, "overlap", False)
-    )
-
-
 def summarise(
     cfg: Config,
     comm: Comm,
@@ -293,9 +90,9 @@ def summarise(
     plain_s: float,
 ) -> dict:
     n = comm.size
-    step = _stats([r["step_s"] for r in ranks])
-    sections = {k: _stats([r[k] for r in ranks]) for k in (*SECTIONS, "other")}
-    read = _stats([r["read_s"] for r in ranks])
+    step = stats([r["step_s"] for r in ranks])
+    sections = {k: stats([r[k] for r in ranks]) for k in (*SECTIONS, "other")}
+    read = stats([r["read_s"] for r in ranks])
     total = sum(messages)
     per_rank_batch = cfg.train.batch_size // n
     result = {
@@ -420,20 +217,8 @@ def table(r: dict) -> str:
 # -- entry point ----------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every hpcgan command
-        raise UserError(message)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(
-        prog="python -m hpcgan.bench",
-        description=__doc__,
-        epilog="configuration keys (as for python -m hpcgan.train):\n" + help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="YAML file of configuration keys")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a key")
+    p = command_line("python -m hpcgan.bench", __doc__, "as for python -m hpcgan.train")
     p.add_argument("--steps", type=int, default=30, help="measured steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (default 5)")
     p.add_argument(

@@ -2,8 +2,8 @@
 section 6): 0 done, 2 bad input or configuration, 75 stopped after a checkpoint, 1 anything
 else, including another rank's death.
 
-Each command (train, sample, evaluate, report, bench, data_prep) runs its body through
-:func:`run_command`, so every one of them reports errors the same way.
+Each command (train, sample, evaluate, report, bench, and the data preparation tool) runs its
+body through :func:`run_command`, so every one of them reports errors the same way.
 """
 
 from __future__ import annotations

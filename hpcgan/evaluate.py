@@ -34,35 +34,17 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import Comm
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
-from hpcgan.sample import LoadedRun, load_run
-from hpcgan.train import set_threads
-
-
-def device_for(comm: Comm) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", comm.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def cache_dir(run: LoadedRun) -> Path | None:
-    return run.run_dir / "eval" if run.run_dir is not None else None
+from hpcgan.session import inference_device, set_threads
+from hpcgan.trained import command_line, load_run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpcgan.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("target", metavar="RUN_DIR|CHECKPOINT", help="run directory or .pt file")
-    parser.add_argument("--data", help="the real dataset, if not the one in the run's config")
+    parser = command_line("python -m hpcgan.evaluate", __doc__)
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples (default {DEFAULT_N})")
     parser.add_argument(
         "--seed",
@@ -82,9 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
-    if args.n < 2:
-        raise UserError(f"--n must be at least 2, got {args.n}")
-    device = device_for(comm)
+    def check() -> None:
+        if args.n < 2:
+            raise UserError(f"--n must be at least 2, got {args.n}")
+
+    agree(comm, check)
+    device = inference_device(comm)
     run = agree(comm, lambda: load_run(args.target, args.data, device))
     set_threads(run.cfg, comm)
     seed = run.cfg.train.seed if args.seed is None else args.seed
@@ -100,7 +85,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
             run.cfg.model.z_dim,
             args.n,
             seed,
-            cache_dir(run),
+            run.eval_cache,
             inception,
         ),
     )

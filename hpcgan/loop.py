@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hpcgan import checkpoint, images
+from hpcgan import images, run_state
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
@@ -18,6 +18,7 @@ from hpcgan.errors import Diverged, Preempted, UserError
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
 from hpcgan.monitor import RunLog, format_eta
 from hpcgan.preempt import StopRequest
+from hpcgan.run_state import Checkpoint
 from hpcgan.trainer import Trainer
 from hpcgan.watchdog import Watchdog
 
@@ -42,25 +43,18 @@ class Loop:
     # another train.d_steps, so the data go on where the checkpoint left them.
     batch_offset: int = 0
 
-    def restore(self, path: Path, state: dict[str, Any]) -> int:
+    def restore(self, path: Path, ckpt: Checkpoint) -> int:
         """Load a checkpoint into this rank; return the step to continue from."""
-        try:
-            self.trainer.load_state_dict(state)
-        except RuntimeError as e:  # shapes that do not fit (another dataset or model)
-            detail = str(e).splitlines()[1:2] or [str(e)]
-            raise UserError(f"{path} does not fit this model: {detail[0].strip()}") from None
-        guard = state.get("guard", {})
-        self.trainer.lr_scale = float(guard.get("lr_scale", 1.0))
-        self.recovered = bool(guard.get("recovered", False))
-        best = state.get("best", {})  # kept by another metric: no longer comparable
-        self.best = best.get("value") if best.get("metric") == (self.best_metric() or "") else None
-        rng = state.get("rng", {}).get("torch", [])
-        if len(rng) == self.comm.size:  # same world size: every rank gets its own stream back
-            torch.set_rng_state(rng[self.comm.rank])
-        step = int(state["step"])
-        read = int(state.get("data", {}).get("batches", step * self.cfg.train.d_steps))
-        self.batch_offset = read - step * self.cfg.train.d_steps
-        return step
+        run_state.load_into(self.trainer, ckpt.trainer, path, "this model")
+        self.trainer.lr_scale = ckpt.lr_scale
+        self.recovered = ckpt.recovered
+        # A best value kept by another metric is no longer comparable.
+        same = ckpt.best_metric == (self.best_metric() or "")
+        self.best = ckpt.best_value if same else None
+        if len(ckpt.rng) == self.comm.size:  # same world size: each rank gets its stream back
+            torch.set_rng_state(ckpt.rng[self.comm.rank])
+        self.batch_offset = ckpt.batches - ckpt.step * self.cfg.train.d_steps
+        return ckpt.step
 
     def next_batch(self, step: int) -> int:
         """The global batch that generator step ``step`` reads first."""
@@ -124,12 +118,12 @@ class Loop:
         if self.recovered:
             raise Diverged(f"{what}, after one reload already; lower train.lr_g/lr_d")
         self.watchdog.beat("reloading a checkpoint")
-        found = checkpoint.load_newest(self.run_dir / "checkpoints", warn=self.log.info)
+        found = run_state.newest(self.run_dir / "checkpoints", warn=self.log.info)
         if found is None:
             raise Diverged(f"{what}, and no checkpoint to go back to")
-        path, state = found
+        path, ckpt = found
         best = self.best  # best.pt holds it; the older checkpoint's value would let worse in
-        back_to = self.restore(path, state)
+        back_to = self.restore(path, ckpt)
         self.best = best
         self.trainer.lr_scale *= self.cfg.train.recovery_lr_factor
         self.recovered = True
@@ -185,8 +179,8 @@ class Loop:
                 + ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in shown.items())
             )
             if improved:
-                path = checkpoint.save_as(
-                    self.run_dir / "checkpoints" / "best.pt", self._state(step)
+                path = run_state.save_as(
+                    self.run_dir / "checkpoints" / "best.pt", self.checkpoint(step).to_state()
                 )
                 self.log.info(f"best {name} so far: {self.best:.4g} -> {path}")
 
@@ -223,22 +217,22 @@ class Loop:
         rng = self.comm.allgather_object(torch.get_rng_state())
         if self.comm.rank != 0:
             return
-        path = checkpoint.save(
-            self.run_dir / "checkpoints", self._state(step, rng), self.cfg.run.keep
+        path = run_state.save(
+            self.run_dir / "checkpoints", self.checkpoint(step, rng).to_state(), self.cfg.run.keep
         )
         self.log.info(f"checkpoint {path}")
 
-    def _state(self, step: int, rng: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        return {
-            "step": step,
-            "config": to_dict(self.cfg),
-            # global batches consumed: the next one to read; what the data were
-            "data": {
-                "batches": self.next_batch(step),
-                "identity": self.reader.info.identity(),
-            },
-            "guard": {"lr_scale": self.trainer.lr_scale, "recovered": self.recovered},
-            "rng": {"torch": rng or []},
-            "best": {"metric": self.best_metric() or "", "value": self.best},
-            **self.trainer.state_dict(),
-        }
+    def checkpoint(self, step: int, rng: list[torch.Tensor] | None = None) -> Checkpoint:
+        """This rank's run state after ``step`` (``rng``: every rank's generator state)."""
+        return Checkpoint(
+            step=step,
+            config=to_dict(self.cfg),
+            batches=self.next_batch(step),
+            identity=self.reader.info.identity(),
+            lr_scale=self.trainer.lr_scale,
+            recovered=self.recovered,
+            best_metric=self.best_metric() or "",
+            best_value=self.best,
+            rng=rng or [],
+            trainer=self.trainer.state_dict(),
+        )

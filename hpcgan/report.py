@@ -33,12 +33,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from hpcgan import images
+from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
-from hpcgan.data.schema import SchemaError
-from hpcgan.errors import EXIT_OK, EXIT_USAGE, UserError
+from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import NAMES
-from hpcgan.sample import LoadedRun, generate, load_run
+from hpcgan.session import inference_device
+from hpcgan.trained import LoadedRun, command_line, generate, load_run
 
 GRID = 36  # real and generated samples in samples.png
 
@@ -195,7 +196,7 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
         f"hpcgan report: {run.run_dir}",
         f"checkpoint {run.checkpoint.name}: step {run.step} of {run.cfg.train.steps}, "
         f"weights {run.network}",
-        f"data {info.path}: {info.n} x {info.channels}x{info.height}x{info.width} {info.kind}",
+        f"data {info.path}: {info.n} x {'x'.join(map(str, info.shape))} {info.kind}",
     ]
     last = next((r for r in reversed(records) if "loss/D" in r), None)
     if last:
@@ -229,10 +230,9 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     """Write every figure that applies and summary.txt into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     records = read_records(run.run_dir / "metrics.jsonl") if run.run_dir else []
-    cache = run.run_dir / "eval" if run.run_dir else None
     evaluator = Evaluator(
         run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
-        run.cfg.model.z_dim, n, run.cfg.train.seed, cache,
+        run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache,
     )  # fmt: skip
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"
@@ -259,38 +259,36 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpcgan.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    parser = command_line("python -m hpcgan.report", __doc__, target="RUN_DIR")
     parser.add_argument("--n", type=int, default=2000, help="samples to evaluate (default 2000)")
-    parser.add_argument("--data", help="the training dataset, if not where its config says")
     parser.add_argument("--out", help="folder for the figures (default RUN_DIR/report)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.n < 2:
-            raise UserError(f"--n must be at least 2, got {args.n}")
-        if not Path(args.run_dir).is_dir():
-            raise UserError(f"{args.run_dir}: no such run directory")
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        run = load_run(args.run_dir, args.data, device)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "report"
-        written = report(run, args.n, out)
-    except (UserError, SchemaError) as e:
-        print(f"hpcgan: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        print(f"hpcgan: error: cannot write the report: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"wrote {len(written)} files to {out}:")
-    print((out / "summary.txt").read_text(), end="")
-    return EXIT_OK
+    def body(command: Command) -> None:
+        args = parse_args(argv)
+        comm = command.comm = control()
+
+        def check() -> None:
+            if args.n < 2:
+                raise UserError(f"--n must be at least 2, got {args.n}")
+            if not Path(args.target).is_dir():
+                raise UserError(f"{args.target}: no such run directory")
+
+        agree(comm, check)
+        run = agree(comm, lambda: load_run(args.target, args.data, inference_device(comm)))
+        if comm.rank != 0:  # the report is one process's work
+            return
+        out = Path(args.out) if args.out else Path(args.target) / "report"
+        try:
+            written = report(run, args.n, out)
+        except OSError as e:  # --out not writable: bad input
+            raise UserError(f"cannot write the report: {e}") from None
+        print(f"wrote {len(written)} files to {out}:")
+        print((out / "summary.txt").read_text(), end="")
+
+    return run_command("hpcgan", body)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def _dcgan(
 
 def builtin_workloads() -> list[Workload]:
     """hpcgan's dcgan at 32x32 and 64x64, measured (batch 64 per rank, fp32), and a StyleGAN2
-    config-f sized GAN. Step times and backward shares: README, Performance."""
+    config-f sized GAN. Step times and backward shares: docs/performance.md."""
     cpu = "hpcgan.bench, 1 CPU thread (2-core VM)"
     gpu = "bench/step_speed.py, one H200, fp32"
     return [

@@ -12,167 +12,37 @@ Exit codes: 0 done, 2 bad input or configuration, 75 stopped after a checkpoint 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from hpcgan import checkpoint
+from hpcgan import run_state
 from hpcgan.board import Board
 from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
-from hpcgan.config import Config, dump_yaml, help_text, load_config, validate
-from hpcgan.data.builtin import builtin_path, prepare_builtin
-from hpcgan.data.reader import ShardReader
-from hpcgan.data.schema import DatasetInfo, read_info
-from hpcgan.data.sharding import ShardPlan
-from hpcgan.data.transforms import make_transform
-from hpcgan.errors import Command, UserError, run_command
+from hpcgan.config import Config, command_line, dump_yaml, load_config, validate
+from hpcgan.errors import Command, run_command
 from hpcgan.loop import Loop
-from hpcgan.metrics.evaluate import best_metric_name
-from hpcgan.models import build_models
 from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
-from hpcgan.trainer import Trainer
+from hpcgan.session import build, prepare_run_dir, uses_cuda
 from hpcgan.watchdog import Watchdog
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpcgan.train",
-        description=__doc__,
-        epilog="configuration keys (set in the YAML file or as key=value):\n" + help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file of configuration keys")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a key")
-    return parser.parse_args(argv)
-
-
-def set_threads(cfg: Config, comm: Comm) -> None:
-    """train.threads, else OMP_NUM_THREADS, else this rank's share of the cores it may use."""
-    n = cfg.train.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if not n:
-        usable = len(os.sched_getaffinity(0))
-        bound = usable < (os.cpu_count() or usable)  # the launcher already gave us our share
-        n = usable if bound else usable // comm.local_size
-    torch.set_num_threads(max(1, n))
-
-
-def uses_cuda(cfg: Config) -> bool:
-    """Whether train.device puts this run on GPUs (auto: when CUDA is available)."""
-    return cfg.train.device != "cpu" and torch.cuda.is_available()
-
-
-def pick_device(cfg: Config, comm: Comm) -> torch.device:
-    """train.device: each rank takes the GPU of its local rank (round robin)."""
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but this node has no usable CUDA device")
-    if uses_cuda(cfg):
-        device = torch.device("cuda", comm.local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-        return device
-    return torch.device("cpu")
-
-
-def open_dataset(cfg: Config, comm: Comm) -> DatasetInfo:
-    """The dataset's description; the built-in one is written by rank 0 while the others wait."""
-    if cfg.data.path:
-        return agree(comm, lambda: read_info(cfg.data.path))
-    path = builtin_path(cfg.data.root, cfg.data.builtin)
-    if comm.rank == 0:
-        agree(comm, lambda: prepare_builtin(cfg.data.root, cfg.data.builtin))
-    else:
-        agree(comm, lambda: None)
-    return agree(comm, lambda: read_info(str(path)))
-
-
-def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
-    run_dir = Path(cfg.run.dir)
-
-    def make() -> None:
-        if comm.rank != 0:
-            return
-        try:
-            for sub in ("checkpoints", "samples"):
-                (run_dir / sub).mkdir(parents=True, exist_ok=True)
-            probe = run_dir / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"run.dir {run_dir} is not writable: {e.strerror}") from None
-
-    agree(comm, make)
-    return run_dir
-
-
-def find_checkpoint(
-    cfg: Config, info: DatasetInfo, run_dir: Path, log: RunLog
-) -> tuple[Path, dict] | None:
-    """The newest loadable checkpoint in the run directory, checked against the config and
-    the data."""
-    found = checkpoint.load_newest(run_dir / "checkpoints", warn=log.info)
-    if found is None:
-        return None
-    path, state = found
-    saved_data = state.get("data", {}).get("identity")
-    if saved_data is not None and saved_data != info.identity():
-        raise UserError(
-            f"{path} was trained on other data than {info.path} ({saved_data['n']} samples of "
-            f"{tuple(saved_data['shape'])}, other statistics); use another run.dir"
-        )
-    saved_model = state["config"]["model"]
-    current = vars(cfg.model)
-    changed = [k for k in current if saved_model.get(k) != current[k]]
-    if changed:
-        key = changed[0]
-        raise UserError(
-            f"{path} was trained with model.{key}={saved_model.get(key)!r}, the config says "
-            f"{current[key]!r}; use another run.dir or the same model keys"
-        )
-    return found
-
-
-@dataclass
-class Pieces:
-    """What a training run is made of, built alike on every rank."""
-
-    info: DatasetInfo
-    device: torch.device
-    trainer: Trainer
-    reader: ShardReader
-
-
-def build(cfg: Config, comm: Comm) -> Pieces:
-    """Dataset, device, models and their trainer, and this rank's reader (shared with bench)."""
-    set_threads(cfg, comm)
-    device = agree(comm, lambda: pick_device(cfg, comm))
-    info = open_dataset(cfg, comm)
-    plan = agree(comm, lambda: _plan(cfg, info))
-    transform = agree(comm, lambda: make_transform(info, cfg.data.transform))
-    torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
-    labelled = cfg.model.conditional or cfg.train.aux_classifier
-    num_classes = info.num_classes if labelled else 0
-    G, D = agree(
-        comm, lambda: build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
-    )
-    trainer = Trainer(cfg, comm, G, D, device, num_classes)
-    reader = ShardReader(info, plan, comm.rank, comm.size, transform)
-    return Pieces(info, device, trainer, reader)
+    return command_line("python -m hpcgan.train", __doc__).parse_args(argv)
 
 
 def train(cfg: Config, comm: Comm) -> None:
     stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
-    pieces = build(cfg, comm)
+    pieces = build(cfg, comm)  # every check against the data: exit 2 before anything is written
     info, device = pieces.info, pieces.device
-    best_metric_name(cfg.run.best_metric, info)  # a name no evaluation reports: exit 2 now
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
     board = Board(run_dir) if comm.rank == 0 and cfg.run.tensorboard else None
     try:
-        found = agree(comm, lambda: find_checkpoint(cfg, info, run_dir, log))
+        found = agree(comm, lambda: run_state.find_resume(cfg, info, run_dir, log.info))
         loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog, board)
         start = 0
         if found is not None:  # every rank loads the same file: identical replicas
@@ -198,16 +68,6 @@ def train(cfg: Config, comm: Comm) -> None:
         log.close()
         if board is not None:
             board.close()
-
-
-def _plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
-    if info.n < cfg.train.batch_size:
-        raise UserError(
-            f"{info.path} has {info.n} samples, fewer than one global batch "
-            f"(train.batch_size={cfg.train.batch_size})"
-        )
-    segment = cfg.data.segment or (info.chunk_samples if info.compression else 8)
-    return ShardPlan(info.n, cfg.train.batch_size, segment, cfg.train.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

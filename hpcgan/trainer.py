@@ -1,4 +1,5 @@
-"""G and D replicas, their optimizers, and one training step in explicit D and G phases."""
+"""G and D replicas, their optimizers, and one training step in explicit D and G phases; each
+phase asks the objective (hpcgan.objectives, built from train.*) for its loss."""
 
 from __future__ import annotations
 
@@ -10,47 +11,29 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hpcgan import losses
+from hpcgan import objectives
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, TrainConfig
 from hpcgan.profile import NoTimer
+from hpcgan.rng import (
+    STREAM_FIXED,
+    STREAM_GP,
+    STREAM_LABEL,
+    STREAM_LATENT,
+    STREAM_STANDING,
+    draw,
+)
 
 # Parameter dtype per train.precision; bf16 and fp16 keep fp32 weights and autocast the math.
 _DTYPES = {"fp64": torch.float64}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Streams of random numbers, each a pure function of (seed, batch index, stream): resuming at
-# any step draws exactly what the uninterrupted run drew, with no generator state to save.
-STREAM_LATENT, STREAM_GP, STREAM_FIXED, STREAM_LABEL, STREAM_STANDING = 1, 2, 3, 4, 5
-
 # Batches of latents from which the sampler's batch-norm statistics are recomputed before use.
 STANDING_BATCHES = 8
 
 STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
-
-
-def draw(
-    seed: int,
-    key: int,
-    stream: int,
-    shape: tuple[int, ...],
-    kind: str = "normal",
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """The same numbers on every rank and at any world size, for a global batch.
-
-    Drawn on ``device`` itself: no host-to-device copy (and no hidden sync) per step. CPU and
-    CUDA generators give different numbers, so a run is reproducible per device type.
-    """
-    gen = torch.Generator(device=device).manual_seed(
-        int(np.random.SeedSequence([seed, key, stream]).generate_state(1)[0])
-    )
-    if kind == "uniform":
-        return torch.rand(shape, generator=gen, device=device)
-    return torch.randn(shape, generator=gen, device=device)
 
 
 def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -75,14 +58,6 @@ def nonfinite_flag(params: list[nn.Parameter]) -> torch.Tensor:
     return (~total.isfinite()).float()
 
 
-def weight_penalty(module: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
-    """l1 * sum|w| + l2 * sum w^2 over weight matrices and kernels (not biases or norms)."""
-    if not (l1 or l2):
-        return 0.0
-    weights = [p for p in module.parameters() if p.dim() > 1]
-    return sum(l1 * w.abs().sum() + l2 * w.square().sum() for w in weights)
-
-
 class Trainer:
     """G and D replicas, their optimizers, G's moving average, and the step that updates them."""
 
@@ -94,9 +69,12 @@ class Trainer:
         D: nn.Module,
         device: torch.device,
         num_classes: int = 0,
+        timer: NoTimer | None = None,
     ):
         self.cfg, self.comm, self.device = cfg, comm, device
         t = cfg.train
+        self.objective = objectives.build(t)  # an unknown train.loss stops here, before a step
+        self.timer = timer or NoTimer()  # hpcgan.bench passes a StepTimer
         self.num_classes = num_classes
         self.dtype = _DTYPES.get(t.precision, torch.float32)
         self._memory = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -131,7 +109,6 @@ class Trainer:
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global real images shown to D (d_steps batches per step)
         self._standing_at = -1  # images_seen when the sampler's statistics were recomputed
-        self.timer = NoTimer()  # hpcgan.bench swaps in a StepTimer
 
     # -- random numbers -------------------------------------------------------------------
 
@@ -212,36 +189,37 @@ class Trainer:
         fake: torch.Tensor,
         y_fake: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One discriminator update on batch ``key``: real [n, C, H, W] vs detached fakes.
+        """One discriminator update on batch ``key``: real [n, C, *S] vs detached fakes.
         Returns the loss, the skip flag and the mean real and fake logits [2]."""
         t = self.cfg.train
-        r1 = t.r1_gamma > 0 and key % t.r1_every == 0
-        if r1:
+        input_grad = self.objective.input_grad(key)  # lazy R1 on this batch
+        if input_grad:
             real = real.detach().requires_grad_(True)
         # Penalties differentiate D's input gradients (double backward), which a compiled D
         # (AOTAutograd) does not support: they go through the eager module.
-        D_real = self.D if r1 else self.D_run
+        D_real = self.D if input_grad else self.D_run
         with self.timer.section("forward"), self._autocast():
             logits_real, aux_real = D_real(real, y_real)
             logits_fake, aux_fake = self.D_run(fake, y_fake)
-            loss = losses.d_loss(t.loss, logits_real, logits_fake)
-            if aux_real is not None:  # AC-GAN: D also classifies both halves
-                loss = loss + t.aux_weight * (
-                    F.cross_entropy(aux_real.float(), y_real)
-                    + F.cross_entropy(aux_fake.float(), y_fake)
-                )
-        with self.timer.section("forward"):  # penalties: their double backward counts here
-            if t.loss == "wgan-gp":
-                eps = self._local(
+            batch = objectives.DBatch(
+                key,
+                real,
+                y_real,
+                fake,
+                y_fake,
+                logits_real,
+                logits_fake,
+                aux_real,
+                aux_fake,
+                module=self.D,
+                critic=lambda x: self.D(x, y_real)[0],
+                uniform=lambda: self._local(
                     draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform", self.device)
-                )
-                loss = loss + t.gp_weight * losses.gradient_penalty(
-                    lambda x: self.D(x, y_real)[0], real, fake, eps
-                )
-            if r1:  # lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every
-                penalty = losses.r1_penalty(logits_real, real)
-                loss = loss + (t.r1_gamma / 2) * t.r1_every * penalty
-            loss = loss + weight_penalty(self.D, t.l1, t.l2)
+                ),
+            )
+            loss = self.objective.d_loss(batch)
+        with self.timer.section("forward"):  # penalties: their double backward counts here
+            loss = self.objective.d_penalties(loss, batch)
         skipped = self._update(loss, self.opt_D, self.scaler_D, self.D)
         logits = torch.stack([x.detach().float().mean() for x in (logits_real, logits_fake)])
         return loss.detach(), skipped, logits
@@ -249,17 +227,14 @@ class Trainer:
     def g_phase(
         self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.cfg.train
+        """One generator update on the last D update's fakes [n, C, *S] (with their graph)."""
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
             with self.timer.section("forward"), self._autocast():
                 logits, aux = self.D_run(fake, y_fake)
-                loss = losses.g_loss(t.loss, logits)
-                if aux is not None:
-                    loss = loss + t.aux_weight * F.cross_entropy(aux.float(), y_fake)
-                if t.spectral_weight > 0:
-                    loss = loss + t.spectral_weight * losses.spectral_loss(fake, real)
-            loss = loss + weight_penalty(self.G, t.l1, t.l2)
+                batch = objectives.GBatch(fake, y_fake, real, logits, aux, self.G)
+                loss = self.objective.g_loss(batch)
+            loss = self.objective.g_penalties(loss, batch)
             skipped = self._update(loss, self.opt_G, self.scaler_G, self.G)
         finally:
             self.D.requires_grad_(True)
@@ -275,7 +250,7 @@ class Trainer:
 
     def step(self, step: int, batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
         """Generator step ``step``: ``train.d_steps`` D updates, one on each of this rank's
-        slices ``(real [n, C, H, W], labels [n] or None)`` of the next global batches, then one
+        slices ``(real [n, C, *S], labels [n] or None)`` of the next global batches, then one
         G update on the last D update's fakes."""
         t = self.cfg.train
         self._set_learning_rates(step)
@@ -293,7 +268,7 @@ class Trainer:
             y_fake = self.fake_labels(key)
             last = j == len(batches) - 1
             with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
-                fake = self.G_run(self.latents(key), y_fake)  # [n, C, H, W]; last one kept for G
+                fake = self.G_run(self.latents(key), y_fake)  # [n, C, *S]; last one kept for G
             loss_d, d_skipped, d_logits = self.d_phase(key, real, y_real, fake.detach(), y_fake)
             skipped = torch.maximum(skipped, d_skipped)
             logits += d_logits
@@ -391,7 +366,7 @@ class Trainer:
 
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
-        """G_ema's (else G's) output [n, C, H, W] for fixed latents (and classes 0, 1, 2, ...)."""
+        """G_ema's (else G's) output [n, C, *S] for fixed latents (and classes 0, 1, 2, ...)."""
         G = self.sampler()
         z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim), device=self.device)
         z = z.to(self.dtype)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcgan.data.schema import write_dataset
+from hpcgan.data.write import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,7 +54,7 @@ def launch(
 @pytest.fixture(scope="session")
 def digits_h5(tmp_path_factory) -> Path:
     """The built-in digits dataset, written once for the whole session."""
-    from data_prep import synth
+    from hpcgan.data import synth
 
     path = tmp_path_factory.mktemp("data") / "digits.h5"
     images, labels = synth.digits(size=32)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import launch
 
-from hpcgan.bench import grad_messages, plain_loop
 from hpcgan.config import ModelConfig
 from hpcgan.models import build_models
+from hpcgan.plain import plain_loop
+from hpcgan.timing import grad_messages
 
 TINY = ["model.width=8", "model.z_dim=16", "train.batch_size=16"]
 FAST = ["--steps", "4", "--warmup", "1", "--rounds", "2", "--allreduce-repeats", "3"]

@@ -19,7 +19,8 @@ from conftest import ROOT, mpi_env
 from PIL import Image
 
 from data_prep.__main__ import main
-from hpcgan.data.schema import SchemaError, read_info, scan
+from hpcgan.data.format import SchemaError, read_info
+from hpcgan.data.verify import scan
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""The streaming writer behind data_prep convert (hpcgan.data.schema): per-chunk statistics that
+"""The streaming writer behind data_prep convert (hpcgan.data.write): per-chunk statistics that
 do not depend on who wrote which block, several writers filling one file, part-file copies."""
 
 from __future__ import annotations
@@ -9,16 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcgan.data import schema
-from hpcgan.data.schema import (
-    ChunkTable,
-    DatasetWriter,
-    RawChunkWriter,
-    SchemaError,
-    read_info,
-    scan,
-    write_dataset,
-)
+from hpcgan.data import block_writers
+from hpcgan.data.block_writers import RawChunkWriter
+from hpcgan.data.chunks import ChunkTable
+from hpcgan.data.format import CHECKSUMS, SchemaError, read_info
+from hpcgan.data.verify import scan
+from hpcgan.data.write import DatasetWriter, write_dataset
 
 RNG = np.random.default_rng(0)
 FIELDS = (RNG.normal(1000.0, 3.0, size=(45, 2, 5, 3))).astype(np.float32)  # mean >> std
@@ -28,7 +24,7 @@ def _contents(path) -> tuple:
     with h5py.File(path, "r") as f:
         attrs = {k: np.asarray(v).tolist() for k, v in f.attrs.items()}
         labels = f["labels"][()].tolist() if "labels" in f else None
-        return f["images"][()].tobytes(), labels, f[schema.CHECKSUMS][()].tolist(), attrs
+        return f["images"][()].tobytes(), labels, f[CHECKSUMS][()].tolist(), attrs
 
 
 def test_chunk_statistics_do_not_depend_on_blocks():
@@ -48,7 +44,7 @@ def test_chunk_statistics_do_not_depend_on_blocks():
 
 
 def test_two_writers_fill_one_preallocated_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(schema, "_FLUSH_BYTES", 1)  # every block starts a background flush
+    monkeypatch.setattr(block_writers, "_FLUSH_BYTES", 1)  # every block starts a background flush
     labels = np.arange(45) % 3
     expected = tmp_path / "expected.h5"
     write_dataset(expected, FIELDS, labels, kind="field", source="s", chunk_samples=4)

@@ -12,10 +12,11 @@ import torch
 from conftest import launch
 from torch import nn
 
-from data_prep import synth
 from hpcgan.comm.base import SingleProcess
-from hpcgan.data.schema import read_info, write_dataset
+from hpcgan.data import synth
+from hpcgan.data.format import read_info
 from hpcgan.data.transforms import make_transform
+from hpcgan.data.write import write_dataset
 from hpcgan.errors import UserError
 from hpcgan.metrics import classifier, sources
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better, metric_names
@@ -209,3 +210,16 @@ def test_sample_of_an_ac_gan_run_writes_its_classes(tmp_path, digits_h5):
 
     with h5py.File(out, "r") as f:
         assert list(f["labels"][:]) == [i % 10 for i in range(12)]
+
+
+def test_minkowski_metrics_are_reported_for_2d_samples_only():
+    from hpcgan.data.format import DatasetInfo
+
+    stats = {"min": 0.1, "max": 10.0, "mean": 1.0, "std": 1.0}
+    maps = DatasetInfo("x.h5", 10, 1, (16, 16), "float32", "field", "t", stats, False, 0, 10, None)
+    volumes = DatasetInfo(
+        "x.h5", 10, 1, (8, 8, 8), "float32", "field", "t", stats, False, 0, 10, None
+    )
+    assert "eval/minkowski_err" in metric_names(maps)
+    assert "eval/ps_rel_err" in metric_names(volumes)
+    assert not any("minkowski" in name for name in metric_names(volumes))

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 
 import torch
 
-from hpcgan import checkpoint
+from hpcgan import run_state
 from hpcgan.comm.base import SingleProcess
 from hpcgan.config import load_config
-from hpcgan.data.schema import read_info
+from hpcgan.data.format import read_info
 from hpcgan.loop import Loop
 from hpcgan.models import build_models
+from hpcgan.run_state import Checkpoint
 from hpcgan.trainer import Trainer
 
 QUIET = SimpleNamespace(info=lambda *_: None, beat=lambda *_: None)
@@ -29,21 +30,27 @@ def make_loop(data, run_dir) -> Loop:
 
 
 def saved(loop: Loop, step: int, metric: str, value: float) -> dict:
-    return {**loop.trainer.state_dict(), "step": step, "best": {"metric": metric, "value": value}}
+    """A checkpoint's dict as today's loop writes it (format 0 lacks the "format" key)."""
+    state = {**loop.trainer.state_dict(), "step": step, "best": {"metric": metric, "value": value}}
+    return {**state, "config": {}}
+
+
+def restore(loop: Loop, path, state: dict) -> int:
+    return loop.restore(path, Checkpoint.from_state(state, path))
 
 
 def test_resume_keeps_the_best_value_only_for_the_same_metric(digits_h5, tmp_path):
     loop = make_loop(digits_h5, tmp_path)
     assert loop.best_metric() == "eval/fd_classifier"  # auto, labelled data
-    assert loop.restore(tmp_path, saved(loop, 3, "eval/fd_classifier", 2.5)) == 3
+    assert restore(loop, tmp_path, saved(loop, 3, "eval/fd_classifier", 2.5)) == 3
     assert loop.best == 2.5
-    loop.restore(tmp_path, saved(loop, 3, "eval/coverage_min", 0.09))  # another direction
+    restore(loop, tmp_path, saved(loop, 3, "eval/coverage_min", 0.09))  # another direction
     assert loop.best is None
 
 
 def test_reload_after_divergence_keeps_the_best_so_far(digits_h5, tmp_path):
     loop = make_loop(digits_h5, tmp_path)
-    checkpoint.save(tmp_path / "checkpoints", saved(loop, 4, "eval/fd_classifier", 3.0), keep=3)
+    run_state.save(tmp_path / "checkpoints", saved(loop, 4, "eval/fd_classifier", 3.0), keep=3)
     loop.best = 1.2  # reached after step 4 and kept in best.pt
     assert loop._recover(9, streak=5) == 4
     assert loop.best == 1.2 and loop.recovered
@@ -53,6 +60,6 @@ def test_reload_after_divergence_keeps_the_best_so_far(digits_h5, tmp_path):
 def test_resume_with_another_d_steps_reads_on_where_the_checkpoint_left(digits_h5, tmp_path):
     loop = make_loop(digits_h5, tmp_path)  # train.d_steps=1
     state = {**saved(loop, 5, "", 0.0), "data": {"batches": 10}}  # 5 steps of d_steps=2
-    assert loop.restore(tmp_path, state) == 5
+    assert restore(loop, tmp_path, state) == 5
     assert [loop.next_batch(s) for s in (5, 6, 7)] == [10, 11, 12]
-    assert loop._state(7)["data"]["batches"] == 12
+    assert loop.checkpoint(7).to_state()["data"]["batches"] == 12

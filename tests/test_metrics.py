@@ -8,47 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep import synth
 from hpcgan.data.transforms import ValueTransform
-from hpcgan.metrics import frechet, histogram, minkowski, sources, spectrum
+from hpcgan.metrics import frechet, histogram, minkowski, sources
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.stats import Layout, SampleStats, merge
 
 IDENTITY = ValueTransform("linear", -1.0, 1.0)  # y is its own physical value
-
-
-def _spectrum(x: torch.Tensor) -> np.ndarray:
-    n, c, h, w = x.shape
-    return spectrum.spectrum(spectrum.power_sums(x).numpy(), n * c, h, w)
-
-
-def test_white_noise_has_a_flat_unit_spectrum():
-    x = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    p = _spectrum(x)[1:]
-    assert abs(p.mean() - 1) < 0.02
-    assert np.abs(p - 1).max() < 0.2  # the k=1 ring has only 8 modes per map
-
-
-def test_spectrum_of_a_field_with_a_known_spectrum():
-    """log of data_prep's lognormal fields is Gaussian with P(k) proportional to k^-3."""
-    size = 32
-    g = torch.from_numpy(np.log(synth.grf(256, size=size, seed=1, slope=-3.0)))
-    measured = _spectrum(g)[1:]
-    ring, weight = spectrum._rings(size, size)
-    k = np.hypot(np.fft.fftfreq(size, 1 / size)[:, None], np.fft.rfftfreq(size, 1 / size)[None])
-    inside = ring < spectrum.num_bins(size, size)
-    theory = np.bincount(ring[inside], (synth.spectrum(k) * weight)[inside])
-    theory = theory / np.bincount(ring[inside], weight[inside])
-    ratio = measured / theory[1:]  # constant up to sampling noise and the field's scale
-    assert ratio.std() / ratio.mean() < 0.1
-    ks = np.arange(2, size // 2)
-    slope = np.polyfit(np.log(ks), np.log(measured[ks - 1]), 1)[0]
-    assert slope == pytest.approx(-3.0, abs=0.15)
-
-
-def test_spectrum_relative_error_of_scaled_data_is_the_power_ratio():
-    p = _spectrum(torch.randn(8, 1, 16, 16))
-    assert spectrum.relative_error(1.21 * p, p) == pytest.approx(np.full(len(p) - 1, 0.21))
 
 
 def _hist(values: np.ndarray) -> np.ndarray:
@@ -161,7 +126,7 @@ def test_rank_blocks_partition_the_blocks(world):
 
 
 def test_real_picks_are_distinct_and_independent_of_the_reader(digits_h5):
-    from hpcgan.data.schema import read_info
+    from hpcgan.data.format import read_info
 
     picks = sources.RealPicks(read_info(digits_h5), n=300, seed=4)
     assert picks.n == 384 and picks.num_blocks == 3  # whole blocks of 128
@@ -196,3 +161,23 @@ def test_sums_split_across_ranks_add_up_to_the_one_rank_sums():
     metrics, _ = compare(one, one, layout, IDENTITY)
     assert metrics["eval/ks"] == 0 and metrics["eval/ps_rel_err"] == 0
     assert metrics["eval/fd_f"] == pytest.approx(0, abs=1e-9)
+
+
+def test_volumes_get_a_power_spectrum_but_no_minkowski_functionals():
+    """Minkowski functionals are of pixel squares (2-D); the spectrum is any rank's."""
+    from hpcgan.comm.base import SingleProcess
+
+    layout = Layout((1, 8, 8, 8), spatial=True)
+    assert layout.ndim == 3 and not layout.minkowski
+    assert "power" in layout.shapes() and "minkowski" not in layout.shapes()
+    gen = torch.Generator().manual_seed(5)
+    real, fake = SampleStats(layout, torch.device("cpu")), SampleStats(layout, torch.device("cpu"))
+    x = torch.rand(4, 1, 8, 8, 8, generator=gen) * 2 - 1
+    real.add(x, x, 0, {})
+    fake.add(1.1 * x, 1.1 * x, 0, {})
+    metrics, curves = compare(
+        real.reduce(SingleProcess()), fake.reduce(SingleProcess()), layout, IDENTITY
+    )
+    assert metrics["eval/ps_rel_err"] == pytest.approx(0.21)  # 1.1^2 times the power
+    assert not any("minkowski" in name for name in metrics) and "mink_real" not in curves
+    assert Layout((1, 16, 16), spatial=True).minkowski

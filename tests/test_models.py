@@ -1,15 +1,14 @@
-"""Models, losses and value transforms: shapes, layout, analytic values."""
+"""Models and value transforms: shapes, layout, analytic values; the spatial-rank table."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from hpcgan import losses
+from hpcgan import nd
 from hpcgan.config import ModelConfig
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import make_transform
 from hpcgan.errors import UserError
 from hpcgan.models import build_models
@@ -55,33 +54,9 @@ def test_unsupported_sizes_are_user_errors(shape):
         build_models(ModelConfig(), shape)
 
 
-def test_losses_match_their_definitions():
-    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
-    ns = losses.d_loss("ns", real, fake)
-    expected = -(F.logsigmoid(real).mean() + F.logsigmoid(-fake).mean())
-    assert torch.allclose(ns, expected)
-    assert torch.allclose(losses.g_loss("ns", fake), -F.logsigmoid(fake).mean())
-    assert losses.d_loss("hinge", real, fake).item() == pytest.approx((0 + 2) / 2 + (1.5 + 0) / 2)
-    assert losses.d_loss("wgan-gp", real, fake).item() == pytest.approx(-1.25 - 0.5)
-    assert losses.g_loss("hinge", fake).item() == pytest.approx(1.25)
-
-
-def test_gradient_penalty_matches_hand_computation():
-    """For D(x) = sum(w * x), grad_x D = w everywhere: penalty = (||w|| - 1)^2."""
-    w = torch.randn(1, 2, 3, 3)
-
-    class Linear(torch.nn.Module):
-        def forward(self, x):
-            return (x * w).flatten(1).sum(1)
-
-    real, fake = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)
-    gp = losses.gradient_penalty(Linear(), real, fake, torch.rand(4))
-    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
-
-
 def _info(dtype, kind, lo, hi):
     stats = {"min": lo, "max": hi, "mean": 0.0, "std": 1.0}
-    return DatasetInfo("x.h5", 10, 1, 4, 4, dtype, kind, "t", stats, False, 0, 10, None)
+    return DatasetInfo("x.h5", 10, 1, (4, 4), dtype, kind, "t", stats, False, 0, 10, None)
 
 
 def test_transforms_round_trip_and_range():
@@ -180,26 +155,6 @@ def test_conditional_and_aux_classifier():
         build_models(cfg, (1, 16, 16), num_classes=0)
 
 
-def test_r1_penalty_matches_hand_computation():
-    """D(x) = sum(w * x**2): grad_x = 2 w x, so R1 = mean_n sum (2 w x_n)^2."""
-    w = torch.randn(1, 2, 3, 3)
-    real = torch.randn(4, 2, 3, 3, requires_grad=True)
-    logits = (w * real**2).flatten(1).sum(1)
-    expected = ((2 * w * real) ** 2).flatten(1).sum(1).mean()
-    assert losses.r1_penalty(logits, real).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_radial_power_of_white_noise_is_flat_and_spectral_loss_is_zero_on_itself():
-    x = torch.randn(64, 1, 32, 32)
-    p = losses.radial_power(x)
-    assert p.shape == (16,)
-    assert torch.allclose(p, torch.ones(16), rtol=0.15)  # unit-variance white noise: P(k) = 1
-    assert losses.spectral_loss(x, x).item() == pytest.approx(0.0, abs=1e-10)
-    fake = torch.randn(8, 1, 32, 32, requires_grad=True)
-    losses.spectral_loss(fake * 2, x).backward()  # differentiable; 4x power: (log 4)^2
-    assert fake.grad is not None and fake.grad.abs().sum() > 0
-
-
 @pytest.mark.parametrize("size", [16, 64])
 def test_dcgan_nearest_upsampling_has_no_strided_transposed_convolutions(size):
     G, _ = build_models(ModelConfig(width=4, z_dim=8, upsample="nearest"), (2, size, size))
@@ -209,3 +164,26 @@ def test_dcgan_nearest_upsampling_has_no_strided_transposed_convolutions(size):
     assert G(torch.randn(3, 8)).shape == (3, 2, size, size)
     with pytest.raises(UserError, match="dcgan only"):
         build_models(ModelConfig(arch="resnet", width=4, upsample="nearest"), (1, 16, 16))
+
+
+def test_the_rank_table_is_complete_and_refuses_other_ranks():
+    for ndim, ops in nd.OPS.items():
+        assert ops.ndim == ndim and ops.fft_dims == tuple(range(-ndim, 0))
+        conv = ops.conv(2, 3, 3, padding=1)
+        x = torch.randn(2, 2, *[8] * ndim)
+        assert conv(x).shape == (2, 3, *[8] * ndim)
+        assert ops.conv_transpose(3, 2, 4, 2, 1)(conv(x)).shape == (2, 2, *[16] * ndim)
+        assert ops.batch_norm(3)(conv(x)).shape == conv(x).shape
+        assert ops.avg_pool(x, 2).shape == (2, 2, *[4] * ndim)
+        assert ops.adaptive_avg_pool(1)(x).shape == (2, 2, *[1] * ndim)
+        up = torch.nn.functional.interpolate(x, scale_factor=2, mode=ops.linear_mode)
+        assert up.shape == (2, 2, *[16] * ndim)
+    assert nd.ops(2).conv is torch.nn.Conv2d and nd.ops(3).conv is torch.nn.Conv3d
+    with pytest.raises(UserError, match="4 spatial dimensions"):
+        nd.ops(4)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16, 16), (1, 64)])
+def test_models_are_built_for_2d_samples_only_so_far(shape):
+    with pytest.raises(UserError, match="2-D samples"):
+        build_models(ModelConfig(), shape)

@@ -8,10 +8,10 @@ from conftest import launch
 from PIL import Image
 from test_evaluate import make_run
 
-from data_prep import synth
-from hpcgan.data.schema import write_dataset
+from hpcgan.data import synth
+from hpcgan.data.write import write_dataset
 from hpcgan.report import report
-from hpcgan.sample import load_run
+from hpcgan.trained import load_run
 
 
 def _pngs_open(folder, names):

@@ -9,15 +9,18 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcgan.data import schema
-from hpcgan.data.schema import (
+from hpcgan import files
+from hpcgan.data import chunks
+from hpcgan.data.format import (
+    CHANNEL_KEYS,
+    CHECKSUMS,
     SCHEMA_VERSION,
     SchemaError,
     chunk_samples_for,
     read_info,
-    scan,
-    write_dataset,
 )
+from hpcgan.data.verify import scan
+from hpcgan.data.write import write_dataset
 
 
 def _images(n: int = 40, c: int = 1, size: int = 16, dtype: str = "uint8") -> np.ndarray:
@@ -123,7 +126,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(schema.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_dataset(path, _images(n=10), None, kind="image", source="new")
     assert os.listdir(tmp_path) == ["x.h5"]
@@ -134,7 +137,7 @@ def test_interrupt_mid_write_removes_temp(tmp_path, monkeypatch):
     def interrupt(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(schema.ChunkTable, "of", interrupt)
+    monkeypatch.setattr(chunks.ChunkTable, "of", interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "x.h5", _images(), None, kind="image", source="")
     assert os.listdir(tmp_path) == []
@@ -245,8 +248,8 @@ def test_scan_detects_statistics_that_do_not_match(digits_file, key):
 
 def test_scan_checks_files_written_without_checksums(digits_file):
     with h5py.File(digits_file, "r+") as f:
-        del f[schema.CHECKSUMS]
-        for key in (*schema.CHANNEL_KEYS, "labels_crc32"):
+        del f[CHECKSUMS]
+        for key in (*CHANNEL_KEYS, "labels_crc32"):
             del f.attrs[key]
     summary = scan(digits_file)
     assert summary["checksums"] is None and summary["channel_stats"]["channel_min"] == [0.0]

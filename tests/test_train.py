@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, launch, mpi_env, tiny
 
-from hpcgan.data.schema import write_dataset
+from hpcgan.data.write import write_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """Behaviour check for refactors: hashes of a seeded run's final checkpoint tensors.
 
     python tools/equivalence.py [--root REPO] [--np 2] [--steps 200] [--only digits,grf]
+                                [key=value ...]
 
 Trains each case for ``--steps`` steps at ``--np`` ranks (mpi engine, one thread per rank, a
 fixed seed) with the code of ``--root`` (default: this checkout), then prints one JSON line
@@ -22,22 +23,10 @@ from pathlib import Path
 
 import torch
 
-# Cases: the keys that differ from the defaults. grf is the README's quality recipe.
-CASES = {
-    "digits": ["data.builtin=digits"],
-    "grf": [
-        "data.builtin=grf",
-        "model.arch=dcgan",
-        "model.width=32",
-        "model.upsample=nearest",
-        "train.loss=hinge",
-        "model.spectral_norm=true",
-        "train.beta1=0.0",
-        "train.beta2=0.9",
-        "train.spectral_weight=1.0",
-        "train.ema_halflife_images=5000",
-    ],
-}
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from quality import RECIPES as CASES  # noqa: E402 - the quality recipes (docs/evaluation.md)
+
 GROUPS = ("G", "D", "G_ema", "opt_G", "opt_D")
 
 
@@ -55,7 +44,7 @@ def digest(tree, h) -> None:
             digest(item, h)
 
 
-def run_case(root: Path, name: str, np_: int, steps: int, work: Path) -> dict:
+def run_case(root: Path, name: str, np_: int, steps: int, work: Path, extra: list[str]) -> dict:
     run_dir, data = work / f"run-{name}", work / "data"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root), HDF5_USE_FILE_LOCKING="FALSE")
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -64,7 +53,7 @@ def run_case(root: Path, name: str, np_: int, steps: int, work: Path) -> dict:
     cmd = [str(mpirun), "--oversubscribe", "--bind-to", "none", "-np", str(np_)]
     cmd += [sys.executable, "-m", "hpcgan.train", *CASES[name], f"run.dir={run_dir}"]
     cmd += [f"data.root={data}", f"train.steps={steps}", "train.seed=1", "dist.backend=mpi"]
-    cmd += ["run.tensorboard=false", "run.eval_every=0", "train.threads=1"]
+    cmd += ["run.tensorboard=false", "run.eval_every=0", "train.threads=1", *extra]
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode:
         raise SystemExit(f"{name}: training failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -75,19 +64,21 @@ def run_case(root: Path, name: str, np_: int, steps: int, work: Path) -> dict:
         h = hashlib.sha256()
         digest(state[group], h)
         hashes[group] = h.hexdigest()[:16]
-    return {"case": name, "np": np_, "steps": steps, **hashes}
+    return {"case": name, "np": np_, "steps": steps, "extra": extra, **hashes}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
+    p.add_argument("--root", default=str(ROOT))
     p.add_argument("--np", type=int, default=2)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--only", default=",".join(CASES))
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="added to every case")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="hpcgan-equiv-") as tmp:
         for name in args.only.split(","):
-            print(json.dumps(run_case(Path(args.root), name, args.np, args.steps, Path(tmp))))
+            case = run_case(Path(args.root), name, args.np, args.steps, Path(tmp), args.overrides)
+            print(json.dumps(case))
             sys.stdout.flush()
     return 0
 

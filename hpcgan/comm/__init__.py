@@ -34,7 +34,7 @@ def agree(comm: Comm, fn: Callable[[], T]) -> T:
 
 def control() -> Comm:
     """The control plane alone (ranks, objects, small sums; no gradient engine): for the
-    commands that do not train (sample, evaluate, report, data_prep). MPI is initialised only
+    commands that do not train (sample, evaluate, report, data preparation). MPI is initialised only
     under an MPI launcher."""
     if not under_mpi_launcher():
         return SingleProcess()
@@ -56,7 +56,7 @@ def _horovod_available(cuda: bool) -> bool:
 def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
     """The engine named by ``dist.backend``. ``auto``, under an MPI launcher: on GPUs Horovod
     (the torch engine where Horovod is not installed), on CPUs the mpi engine (the fastest
-    measured there, README: Performance); without a launcher one plain process. ``cuda``:
+    measured there, docs/performance.md); without a launcher one plain process. ``cuda``:
     training will run on GPUs. A Horovod built without GPU operations counts as absent there."""
     backend = dist.backend
     if backend == "auto":
@@ -70,8 +70,6 @@ def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
         raise UserError(
             f"dist.compression={dist.compression} needs dist.backend=horovod (got {backend})"
         )
-    if dist.bucket_mb < 0:
-        raise UserError(f"dist.bucket_mb must be >= 0, got {dist.bucket_mb:g}")
     if backend == "none":
         comm = control()
         if comm.size > 1:

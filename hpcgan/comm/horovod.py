@@ -16,7 +16,7 @@ class HorovodComm(MPIControl):
 
     With two optimizers (G and D) each network's parameters get their own name prefix, and the
     training loop switches off ``requires_grad`` of the network not being trained, so D's
-    gradients are never reduced in G's phase (design.md section 7).
+    gradients are never reduced in G's phase (docs/design.md section 7).
     """
 
     name = "horovod"

@@ -1,1 +1,2 @@
-"""Datasets for training: the HDF5 schema shared with data_prep, and readers built on it."""
+"""Datasets for training: the HDF5 format (schema 1), its writers and verification, and the
+sharded readers built on it."""

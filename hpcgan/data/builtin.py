@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcgan.data.schema import write_dataset
+from hpcgan.data.write import write_dataset
 
-# name -> (file name, how data_prep synth makes it)
+# name -> file name
 BUILTIN = {
     "digits": "digits-32.h5",
     "grf": "grf-64.h5",
@@ -19,7 +19,7 @@ def builtin_path(root: str, name: str) -> Path:
 
 def prepare_builtin(root: str, name: str) -> Path:
     """Write the built-in dataset unless it is already there (call on one rank only)."""
-    from data_prep import synth
+    from hpcgan.data import synth  # PIL and scikit-learn: only when a dataset is made
 
     path = builtin_path(root, name)
     if path.exists():
@@ -30,5 +30,5 @@ def prepare_builtin(root: str, name: str) -> Path:
         write_dataset(path, images, labels, kind="image", source="sklearn-digits 32x32")
     else:
         fields = synth.grf(4096, size=64, seed=0)
-        write_dataset(path, fields, None, kind="field", source="grf slope=-3 sigma=0.8 seed=0")
+        write_dataset(path, fields, None, kind="field", source=synth.grf_source(seed=0))
     return path

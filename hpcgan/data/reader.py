@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import h5py
 import numpy as np
 import torch
 
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import ValueTransform
 
@@ -38,7 +39,7 @@ class ShardReader:
         return self._file["images"], labels
 
     def read(self, global_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Images in [-1, 1] as float32 ``[n, C, H, W]`` and labels ``[n]`` (or None)."""
+        """Images in [-1, 1] as float32 ``[n, C, *S]`` and labels ``[n]`` (or None)."""
         images, labels = self._datasets()
         runs = self.plan.runs(global_batch, self.rank, self.world)
         n = sum(b - a for a, b in runs)
@@ -63,16 +64,24 @@ class Prefetcher:
     """Reads batch ``b+1`` on a background thread while the step on batch ``b`` computes.
 
     With ``pin``, batches land in page-locked memory, so the copy to the GPU is asynchronous.
+    ``read`` replaces ``reader.read`` (hpcgan.bench passes a wrapper that times the reads).
     """
 
-    def __init__(self, reader: ShardReader, first_batch: int, pin: bool = False) -> None:
+    def __init__(
+        self,
+        reader: ShardReader,
+        first_batch: int,
+        pin: bool = False,
+        read: Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None = None,
+    ) -> None:
         self.reader, self.pin = reader, pin
+        self.read = reader.read if read is None else read
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcgan-data")
         self._next = first_batch
         self._pending: Future = self._pool.submit(self._load, first_batch)
 
     def _load(self, global_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        images, labels = self.reader.read(global_batch)
+        images, labels = self.read(global_batch)
         x = torch.from_numpy(images)
         y = None if labels is None else torch.from_numpy(labels)
         if self.pin:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.errors import UserError
 
 

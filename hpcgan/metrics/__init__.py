@@ -1,8 +1,8 @@
 """Science-grade metrics of generated samples against the real data, computed across ranks.
 
 - histogram: pixel-value distances (Kolmogorov-Smirnov, 1-Wasserstein in physical units)
-- spectrum: radially averaged power spectrum (fields and one-channel images)
-- minkowski: Minkowski functionals V0, V1, V2 of excursion sets over thresholds
+- hpcgan.spectrum (shared with the spectral loss): radially averaged power spectrum
+- minkowski: Minkowski functionals V0, V1, V2 of excursion sets over thresholds (2-D)
 - frechet: Frechet (FID-style) and kernel (KID-style) distances of feature distributions
 - classifier: a small CNN trained on the labelled real data (features, class coverage)
 - inception: optional Inception-v3 features through torch-fidelity (local weights only)

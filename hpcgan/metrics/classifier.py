@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpcgan import nd
 from hpcgan.comm.base import Comm
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import ValueTransform
+from hpcgan.files import atomic_write
 from hpcgan.metrics.sources import RealPicks, dataset_identity
 
 VERSION = 1  # bump when the network or its training changes: old caches are then ignored
@@ -33,22 +34,24 @@ HOLDOUT_EVERY = 10  # every 10th sample is held out to measure the accuracy
 
 
 class SmallCNN(nn.Module):
-    """Three stride-2 convolutions with BatchNorm, then global average pooling: any size.
+    """Three stride-2 convolutions with BatchNorm, then global average pooling: any size
+    (layers of the data's spatial rank, hpcgan.nd).
 
     BatchNorm took held-out accuracy on the digits from 92% to 99% in the same 400 steps; in
     eval mode it uses running statistics, so a sample's features do not depend on its batch.
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, ndim: int = 2) -> None:
         super().__init__()
+        ops = nd.ops(ndim)
         layers: list[nn.Module] = []
         for c_in, c_out in ((channels, 32), (32, 64), (64, FEATURES)):
-            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            layers += [ops.conv(c_in, c_out, 3, 2, 1), ops.batch_norm(c_out), nn.ReLU()]
+        self.body = nn.Sequential(*layers, ops.adaptive_avg_pool(1), nn.Flatten())
         self.head = nn.Linear(FEATURES, num_classes)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [N, C, H, W] in [-1, 1] -> (features [N, FEATURES], class logits [N, K])."""
+        """Samples [N, C, *S] in [-1, 1] -> (features [N, FEATURES], class logits [N, K])."""
         features = self.body(y)
         return features, self.head(features)
 
@@ -63,7 +66,7 @@ class Classifier:
 
     @torch.no_grad()
     def __call__(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [N, FEATURES], predicted classes [N]) of images y [N, C, H, W]."""
+        """(features [N, FEATURES], predicted classes [N]) of samples y [N, C, *S]."""
         features, logits = self.net(y.float())
         return features, logits.argmax(dim=1)
 
@@ -92,7 +95,7 @@ def load_or_train(
             state = _train(info, transform, device, seed)
             _save(path, state)
     state = comm.broadcast_object(state)
-    net = SmallCNN(info.channels, info.num_classes)
+    net = SmallCNN(info.channels, info.num_classes, info.ndim)
     net.load_state_dict(state["net"])
     return Classifier(net.to(device), float(state["accuracy"]), key)
 
@@ -110,17 +113,15 @@ def _save(path: Path | None, state: dict) -> None:
     """Best effort: an unwritable run directory only costs retraining next time."""
     if path is None:
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _read_training_set(info: DatasetInfo, transform: ValueTransform, seed: int):
-    """Encoded images [N, C, H, W] float32 and labels [N] int64 of the first real picks."""
+    """Encoded samples [N, C, *S] float32 and labels [N] int64 of the first real picks."""
     n = max(1, min(TRAIN_SAMPLES, TRAIN_BYTES // (4 * int(np.prod(info.shape)))))
     picks = RealPicks(info, n, seed)
     images, labels = [], []
@@ -137,7 +138,7 @@ def _train(info: DatasetInfo, transform: ValueTransform, device: torch.device, s
     # Its own random stream: training the classifier must not change the GAN run's RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = SmallCNN(info.channels, info.num_classes).to(device)
+        net = SmallCNN(info.channels, info.num_classes, info.ndim).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=LR)
         for _ in range(STEPS):
             batch = torch.randint(len(train_x), (BATCH,)).to(device)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hpcgan import spectrum
 from hpcgan.data.transforms import ValueTransform
-from hpcgan.metrics import frechet, histogram, minkowski, spectrum
+from hpcgan.metrics import frechet, histogram, minkowski
 from hpcgan.metrics.stats import Layout, Totals
 
 # Thresholds of the Minkowski functionals: these quantiles of the real pixel values.
 QUANTILES = np.linspace(0.05, 0.95, 19)
+
+Comparison = tuple[dict[str, float], dict[str, np.ndarray]]  # (metrics by name, curves for plots)
 
 
 def _physical(transform: ValueTransform, y: np.ndarray) -> np.ndarray:
@@ -28,9 +31,7 @@ def _moments(t: Totals, layout: Layout) -> tuple[float, float]:
     return mean, float(np.sqrt(max(t["moments"][1] / values - mean**2, 0.0)))
 
 
-def compare(
-    real: Totals, fake: Totals, layout: Layout, transform: ValueTransform
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def compare(real: Totals, fake: Totals, layout: Layout, transform: ValueTransform) -> Comparison:
     """(metrics by name, curves for plots) of ``fake`` against ``real``."""
     metrics: dict[str, float] = {}
     values = _physical(transform, histogram.centers(layout.bins))  # bin centres, physical
@@ -40,8 +41,12 @@ def compare(
     metrics["eval/mean_rel_err"] = float(abs(mean_f / mean_r - 1.0)) if mean_r else abs(mean_f)
     metrics["eval/std_rel_err"] = float(abs(std_f / std_r - 1.0)) if std_r else std_f
     curves = {"values": values, "pixels_real": real["pixels"], "pixels_fake": fake["pixels"]}
-    if layout.spatial:
-        _spatial(real, fake, layout, transform, metrics, curves)
+    parts = [_power_spectrum(real, fake, layout)] if layout.spatial else []
+    if layout.minkowski:
+        parts.append(_minkowski(real, fake, layout, transform))
+    for part_metrics, part_curves in parts:
+        metrics.update(part_metrics)
+        curves.update(part_curves)
     for name in layout.features:
         metrics.update(_feature_distances(real, fake, name, layout.kid_rows))
     if layout.num_classes:
@@ -53,29 +58,27 @@ def compare(
     return metrics, curves
 
 
-def _spatial(
-    real: Totals,
-    fake: Totals,
-    layout: Layout,
-    transform: ValueTransform,
-    metrics: dict[str, float],
-    curves: dict[str, np.ndarray],
-) -> None:
-    """Power spectrum and Minkowski functionals (fields and one-channel images)."""
-    c, h, w = layout.shape
-    p_real = spectrum.spectrum(real["power"], real["count"][0] * c, h, w)
-    p_fake = spectrum.spectrum(fake["power"], fake["count"][0] * c, h, w)
-    metrics["eval/ps_rel_err"] = float(spectrum.relative_error(p_fake, p_real).mean())
-    curves.update(k=np.arange(len(p_real)), ps_real=p_real, ps_fake=p_fake)
+def _power_spectrum(real: Totals, fake: Totals, layout: Layout) -> Comparison:
+    """Radially averaged power spectrum (fields and one-channel images, any rank)."""
+    c, *spatial = layout.shape
+    p_real = spectrum.spectrum(real["power"], real["count"][0] * c, tuple(spatial))
+    p_fake = spectrum.spectrum(fake["power"], fake["count"][0] * c, tuple(spatial))
+    metrics = {"eval/ps_rel_err": float(spectrum.relative_error(p_fake, p_real).mean())}
+    return metrics, {"k": np.arange(len(p_real)), "ps_real": p_real, "ps_fake": p_fake}
+
+
+def _minkowski(real: Totals, fake: Totals, layout: Layout, transform: ValueTransform) -> Comparison:
+    """Minkowski functionals of excursion sets over thresholds (2-D only)."""
     thresholds = histogram.quantile_bins(real["pixels"], QUANTILES)
     m_real = minkowski.functionals(real["pixels"], real["minkowski"], thresholds)
     m_fake = minkowski.functionals(fake["pixels"], fake["minkowski"], thresholds)
     errors = minkowski.curve_errors(m_fake, m_real)
-    metrics["eval/minkowski_err"] = float(errors.mean())
+    metrics = {"eval/minkowski_err": float(errors.mean())}
     for name, err in zip(minkowski.NAMES, errors):
         metrics[f"eval/minkowski_{name.lower()}_err"] = float(err)
     edges = -1.0 + thresholds * (2.0 / layout.bins)  # lower edge of each threshold bin
-    curves.update(thresholds=_physical(transform, edges), mink_real=m_real, mink_fake=m_fake)
+    curves = {"thresholds": _physical(transform, edges), "mink_real": m_real, "mink_fake": m_fake}
+    return metrics, curves
 
 
 def _feature_distances(real: Totals, fake: Totals, name: str, kid_rows: int) -> dict[str, float]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hpcgan.comm.base import Comm
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.errors import UserError
 from hpcgan.metrics import classifier, minkowski, sources, stats
@@ -48,8 +48,8 @@ class Result:
 
 
 def is_spatial(info: DatasetInfo) -> bool:
-    """Whether the power spectrum and Minkowski functionals apply: fields and one-channel
-    images."""
+    """Whether the power spectrum (and, for 2-D samples, the Minkowski functionals) apply:
+    fields and one-channel images."""
     return info.kind == "field" or info.channels == 1
 
 
@@ -57,7 +57,9 @@ def metric_names(info: DatasetInfo) -> list[str]:
     """The metrics an evaluation during training reports for this dataset."""
     names = ["eval/ks", "eval/w1", "eval/mean_rel_err", "eval/std_rel_err"]
     if is_spatial(info):
-        names += ["eval/ps_rel_err", "eval/minkowski_err"]
+        names += ["eval/ps_rel_err"]
+    if is_spatial(info) and info.ndim == 2:  # Minkowski functionals of pixel squares: 2-D
+        names += ["eval/minkowski_err"]
         names += [f"eval/minkowski_{name.lower()}_err" for name in minkowski.NAMES]
     if info.num_classes >= 2:
         names += ["eval/fd_classifier", "eval/kid_classifier", "eval/coverage_min"]
@@ -115,6 +117,11 @@ class Evaluator:
             )
             self.extractors.append(self.classifier)
         if inception_weights is not None:
+            if info.ndim != 2:
+                raise UserError(
+                    f"Inception features are defined for 2-D images; {info.path} has samples "
+                    f"of shape {info.shape}"
+                )
             self.extractors.append(InceptionFeatures(inception_weights, device))
         self.real = sources.RealPicks(info, n, seed)
         halves = self.real.num_blocks // 2  # blocks in the smaller half
@@ -159,7 +166,7 @@ class Evaluator:
         )
         mine = sources.rank_blocks(self.real.num_blocks, self.comm.rank, self.comm.size)
         for b, raw, _labels in self.real.read(mine):
-            y = torch.from_numpy(self.transform.encode(raw)).to(self.device)  # [B, C, H, W]
+            y = torch.from_numpy(self.transform.encode(raw)).to(self.device)  # [B, C, *S]
             x = torch.from_numpy(raw).to(self.device).float()  # physical units
             self._add(halves[b % 2], y, x, (b // 2) * self.real.block)
         result = (halves[0].reduce(self.comm), halves[1].reduce(self.comm))

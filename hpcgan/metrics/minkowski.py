@@ -11,7 +11,9 @@ periodic grid. Then, with values replaced by their bin index (histogram.bin_inde
 So histograms of pixel bins, edge maxima, edge minima and vertex maxima give, by reverse
 cumulative sums, the area V0, the boundary length V1 and the Euler characteristic
 V2 = vertices - edges + faces of the set at every threshold. Histograms add across samples and
-ranks; thresholds can be chosen afterwards (quantiles of the real data).
+ranks; thresholds can be chosen afterwards (quantiles of the real data). These are functionals
+of pixel squares, 2-D by nature: the evaluator accumulates them only for 2-D samples
+(hpcgan.metrics.stats.Layout.minkowski).
 """
 
 from __future__ import annotations

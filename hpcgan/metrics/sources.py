@@ -19,13 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcgan.data.schema import DatasetInfo
+from hpcgan.data.format import DatasetInfo
 from hpcgan.data.sharding import ShardPlan
-from hpcgan.trainer import draw
+from hpcgan.rng import STREAM_EVAL_LATENT, draw
 
 BLOCK = 128
-# Streams of hpcgan.trainer.draw reserved for evaluation, far from the trainer's 1, 2, 3, ...
-STREAM_EVAL_LATENT = 101
 
 
 def rank_blocks(num_blocks: int, rank: int, world: int) -> range:
@@ -45,7 +43,7 @@ class RealPicks:
         self.n = self.num_blocks * self.block
 
     def read(self, blocks: range) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """(block, images [block, C, H, W] as stored, labels [block] or None) for each block."""
+        """(block, samples [block, C, *S] as stored, labels [block] or None) for each block."""
         with h5py.File(self.info.path, "r", locking=False) as f:
             images = f["images"]
             labels = f["labels"] if self.info.has_labels else None
@@ -63,7 +61,7 @@ def latents(seed: int, block: int, z_dim: int, size: int = BLOCK) -> torch.Tenso
 
 @torch.no_grad()
 def generate(G: nn.Module, z_dim: int, seed: int, block: int, size: int = BLOCK) -> torch.Tensor:
-    """G's output [size, C, H, W] (float32, in [-1, 1]) for the first ``size`` samples of a block.
+    """G's output [size, C, *S] (float32, in [-1, 1]) for the first ``size`` samples of a block.
 
     G runs in eval mode (BatchNorm from running statistics: a sample does not depend on the
     others in its batch); its previous mode is restored.

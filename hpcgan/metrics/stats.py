@@ -7,15 +7,16 @@ result equals the one-rank result up to the order of floating-point additions.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hpcgan import spectrum
 from hpcgan.comm.base import Comm
-from hpcgan.metrics import histogram, minkowski, spectrum
+from hpcgan.files import atomic_write
+from hpcgan.metrics import histogram, minkowski
 
 Totals = dict[str, np.ndarray]  # reduced sums by name, on the host
 
@@ -24,19 +25,29 @@ Totals = dict[str, np.ndarray]  # reduced sums by name, on the host
 class Layout:
     """What is accumulated: fixed by the dataset and the feature extractors, not by the data."""
 
-    shape: tuple[int, int, int]  # (C, H, W)
-    spatial: bool  # power spectrum and Minkowski functionals (fields, one-channel images)
+    shape: tuple[int, ...]  # (C, *S)
+    spatial: bool  # power spectrum, and in 2-D Minkowski functionals (fields, one channel)
     features: dict[str, int] = field(default_factory=dict)  # extractor name -> feature size
     num_classes: int = 0  # classes the classifier predicts (coverage); 0 = none
     kid_rows: int = 0  # features of the first kid_rows samples, kept for KID
     bins: int = histogram.BINS
 
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensions of a sample."""
+        return len(self.shape) - 1
+
+    @property
+    def minkowski(self) -> bool:
+        """Whether Minkowski functionals (of pixel squares: 2-D by nature) are accumulated."""
+        return self.spatial and self.ndim == 2
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every sum (``/kid`` rows are kept, not summed, but add as zeros)."""
-        _, h, w = self.shape
         out: dict[str, tuple[int, ...]] = {"count": (1,), "moments": (2,), "pixels": (self.bins,)}
         if self.spatial:
-            out["power"] = (spectrum.num_bins(h, w),)
+            out["power"] = (spectrum.num_bins(self.shape[1:]),)
+        if self.minkowski:
             out["minkowski"] = (3, self.bins)
         for name, dim in self.features.items():
             out[f"{name}/sum"] = (dim,)
@@ -65,17 +76,18 @@ class SampleStats:
         features: dict[str, torch.Tensor],
         predicted: torch.Tensor | None = None,
     ) -> None:
-        """One batch: ``y`` [b, C, H, W] in the networks' coordinate, ``x`` the same samples in
+        """One batch: ``y`` [b, C, *S] in the networks' coordinate, ``x`` the same samples in
         physical units, ``first`` the position of y[0] in this set (for KID's rows),
         ``features`` [b, d] per extractor, ``predicted`` classes [b]."""
         s, lay = self.sums, self.layout
-        index = histogram.bin_index(y, lay.bins)  # [b, C, H, W]
+        index = histogram.bin_index(y, lay.bins)  # [b, C, *S]
         s["count"] += y.shape[0]
         s["pixels"] += histogram.count(index, lay.bins)
         xd = x.double()
         s["moments"] += torch.stack([xd.sum(), xd.square().sum()])
         if lay.spatial:
             s["power"] += spectrum.power_sums(x)
+        if lay.minkowski:
             s["minkowski"] += minkowski.edge_vertex_counts(index, lay.bins)
         for name, f in features.items():
             f = f.double()  # [b, d]
@@ -105,11 +117,13 @@ def merge(a: Totals, b: Totals) -> Totals:
 
 
 def save(path: Path, totals: Totals) -> None:
-    """Write atomically (a temporary name, then rename): readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **totals)
-    tmp.replace(path)
+    """Write atomically (hpcgan.files): readers never see half a file."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **totals)
+
+    atomic_write(path, write)
 
 
 def load(path: Path) -> Totals:

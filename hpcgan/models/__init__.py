@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from hpcgan import nd
 from hpcgan.config import ModelConfig
 from hpcgan.errors import UserError
 from hpcgan.models.base import Discriminator, Generator, init_normal_
@@ -17,21 +18,29 @@ DEFAULT_DEPTH = {"mlp": 2, "dcgan": 1, "resnet": 1}
 
 def build_models(
     cfg: ModelConfig,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     num_classes: int = 0,
     aux_classifier: bool = False,
 ) -> tuple[Generator, Discriminator]:
-    """(G, D) for images of ``shape`` = (C, H, W); ``num_classes`` > 0 when the data has labels.
+    """(G, D) for samples of ``shape`` = (C, *S); ``num_classes`` > 0 when the data has labels.
 
     ``model.conditional`` makes G class-conditional and adds D's projection term;
     ``aux_classifier`` makes G class-conditional and adds D's AC-GAN head (with both: the
-    multi-task variant). Both need labels.
+    multi-task variant). Both need labels. Layers follow the spatial rank len(S) (hpcgan.nd).
     """
-    channels, height, width = shape
-    if height != width or height < 16 or height & (height - 1):
+    shape = tuple(shape)
+    spatial = shape[1:]
+    if len(spatial) != 2:
+        raise UserError(
+            f"model.arch={cfg.arch} builds models for 2-D samples (C, H, W) only so far, "
+            f"the dataset has samples of shape {shape}"
+        )
+    ops = nd.ops(len(spatial))
+    size = spatial[0]
+    if len(set(spatial)) > 1 or size < 16 or size & (size - 1):
         raise UserError(
             f"model.arch={cfg.arch} needs square images with a power-of-two size >= 16, "
-            f"the dataset has {height}x{width}"
+            f"the dataset has {'x'.join(map(str, spatial))}"
         )
     if (cfg.conditional or aux_classifier) and num_classes < 2:
         raise UserError(
@@ -43,29 +52,29 @@ def build_models(
         raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
     if cfg.upsample != "transposed" and cfg.arch != "dcgan":
         raise UserError(f"model.upsample={cfg.upsample} applies to dcgan only (not {cfg.arch})")
-    if cfg.attention and not (cfg.arch == "resnet" and 8 <= cfg.attention <= height // 2):
+    if cfg.attention and not (cfg.arch == "resnet" and 8 <= cfg.attention <= size // 2):
         raise UserError(
             f"model.attention={cfg.attention} needs model.arch=resnet and a resolution from 8 "
-            f"to {height // 2} (half the image size), where G and D both have feature maps"
+            f"to {size // 2} (half the image size), where G and D both have feature maps"
         )
     classes = num_classes if (cfg.conditional or aux_classifier) else 0
     embed = min(cfg.z_dim, 64) if classes else 0
     z_in = cfg.z_dim + embed
     if cfg.arch == "mlp":
         body: nn.Module = MLPBody(z_in, shape, cfg.width, depth)
-        trunk: nn.Module = ConvTrunk(shape, cfg.width)
+        trunk: nn.Module = ConvTrunk(shape, cfg.width, ops)
     elif cfg.arch == "dcgan":
-        body = DCGANBody(z_in, channels, height, cfg.width, cfg.norm, cfg.upsample)
-        trunk = DCGANTrunk(channels, height, cfg.width, cfg.norm)
+        body = DCGANBody(z_in, shape, cfg.width, cfg.norm, cfg.upsample, ops)
+        trunk = DCGANTrunk(shape, cfg.width, cfg.norm, ops)
     else:
-        body = ResNetBody(z_in, channels, height, cfg.width, cfg.norm, depth, cfg.attention)
-        trunk = ResNetTrunk(channels, height, cfg.width, depth, cfg.attention)
+        body = ResNetBody(z_in, shape, cfg.width, depth, cfg.norm, cfg.attention, ops)
+        trunk = ResNetTrunk(shape, cfg.width, depth, cfg.attention, ops)
     G = Generator(body, cfg.z_dim, classes, embed)
     D = Discriminator(trunk, trunk.features, classes, cfg.conditional, aux_classifier)
     init_normal_(G)
     init_normal_(D)
     if cfg.spectral_norm:
         for m in list(D.modules()):
-            if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            if isinstance(m, (ops.conv, nn.Linear, nn.Embedding)):
                 spectral_norm(m)
     return G, D

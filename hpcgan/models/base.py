@@ -1,14 +1,19 @@
 """What every architecture shares: optional class conditioning around an arch-specific body.
 
-A generator body maps ``[N, z_in]`` to images ``[N, C, H, W]``; a discriminator trunk maps images
-to features ``[N, F]``. The wrappers add the class embedding (concatenated to z in G), the
-projection term of Miyato & Koyama (2018) in D, and the auxiliary classifier of AC-GAN.
+A generator body maps ``[N, z_in]`` to samples ``[N, C, *S]``; a discriminator trunk maps
+samples to features ``[N, F]``; their layers come from :func:`hpcgan.nd.ops` for the data's
+spatial rank. The wrappers add the class embedding (concatenated to z in G), the projection
+term of Miyato & Koyama (2018) in D, and the auxiliary classifier of AC-GAN.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+from hpcgan.nd import Ops
 
 
 class Generator(nn.Module):
@@ -53,23 +58,24 @@ class Discriminator(nn.Module):
 def init_normal_(module: nn.Module, std: float = 0.02) -> None:
     """N(0, std) weights, N(1, std) norm scales, zero biases (DCGAN's initialisation)."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (_ConvNd, nn.Linear)):  # convolutions and transposed, of any rank
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, _BatchNorm):
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 1.0)
 
 
-def norm2d(kind: str, channels: int) -> nn.Module:
-    return nn.BatchNorm2d(channels) if kind == "batch" else nn.Identity()
+def norm_layer(kind: str, channels: int, ops: Ops) -> nn.Module:
+    """model.norm: batch norm of the data's rank, or none."""
+    return ops.batch_norm(channels) if kind == "batch" else nn.Identity()
 
 
 def stage_channels(resolution: int, width: int, cap: int) -> list[int]:
-    """Channels at 4x4, 8x8, ..., resolution/2: ``width`` at resolution/2, doubling as the
+    """Channels at 4, 8, ..., resolution/2 per side: ``width`` at resolution/2, doubling as the
     resolution halves, at most ``cap``."""
     stages = resolution.bit_length() - 3  # log2(resolution) - 2 stages: 4x4 .. resolution/2
     return [min(cap, width * 2 ** (stages - 1 - i)) for i in range(stages)]
@@ -78,18 +84,17 @@ def stage_channels(resolution: int, width: int, cap: int) -> list[int]:
 class SelfAttention(nn.Module):
     """SAGAN self-attention (Zhang et al. 2019): each position attends to all others."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, ops: Ops):
         super().__init__()
-        self.q = nn.Conv2d(channels, max(1, channels // 8), 1)
-        self.k = nn.Conv2d(channels, max(1, channels // 8), 1)
-        self.v = nn.Conv2d(channels, channels, 1)
+        self.q = ops.conv(channels, max(1, channels // 8), 1)
+        self.k = ops.conv(channels, max(1, channels // 8), 1)
+        self.v = ops.conv(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(()))  # starts as the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q = self.q(x).flatten(2).transpose(1, 2)  # [N, HW, C/8]
-        k = self.k(x).flatten(2)  # [N, C/8, HW]
-        attn = torch.softmax(q @ k, dim=-1)  # [N, HW, HW]
-        v = self.v(x).flatten(2)  # [N, C, HW]
-        out = (v @ attn.transpose(1, 2)).view(n, c, h, w)
+        q = self.q(x).flatten(2).transpose(1, 2)  # [N, P, C/8] over the P positions of *S
+        k = self.k(x).flatten(2)  # [N, C/8, P]
+        attn = torch.softmax(q @ k, dim=-1)  # [N, P, P]
+        v = self.v(x).flatten(2)  # [N, C, P]
+        out = (v @ attn.transpose(1, 2)).view(x.shape)  # [N, C, *S]
         return x + self.gamma * out

@@ -8,8 +8,8 @@ import sys
 
 from mpi4py import MPI
 
+from hpcgan.data.format import read_info
 from hpcgan.data.reader import ShardReader
-from hpcgan.data.schema import read_info
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import make_transform
 

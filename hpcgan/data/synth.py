@@ -1,4 +1,5 @@
-"""Built-in synthetic datasets: small, download-free, with known properties.
+"""Synthetic datasets behind the built-in ones (data.builtin) and the synth command: small,
+download-free, with known properties.
 
 - digits: scikit-learn's 1797 handwritten digits (8x8, values 0..16, shipped with
   scikit-learn), scaled to 0..255 and upsampled, with labels 0..9.
@@ -11,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from hpcgan.errors import UserError
+from hpcgan.spectrum import wavenumbers
+
 DIGITS_SOURCE = "sklearn-digits"
 
 # Values per FFT batch in grf: bounds the float64/complex temporaries to tens of MiB.
@@ -20,7 +24,7 @@ _GRF_BATCH_VALUES = 1 << 21
 def check_size(size: int) -> None:
     """Sizes are powers of two >= 8 because the generators upsample by factors of two."""
     if size < 8 or size & (size - 1):
-        raise ValueError(f"size must be a power of two >= 8, got {size}")
+        raise UserError(f"size must be a power of two >= 8, got {size}")
 
 
 def digits(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -60,34 +64,35 @@ def grf_source(slope: float = -3.0, sigma: float = 0.8, seed: int = 0) -> str:
 
 
 def grf(
-    n: int, size: int = 64, seed: int = 0, slope: float = -3.0, sigma: float = 0.8
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    slope: float = -3.0,
+    sigma: float = 0.8,
+    ndim: int = 2,
 ) -> np.ndarray:
-    """Return n lognormal random fields, float32 [n, 1, size, size], with mean 1.
+    """Return n lognormal random fields, float32 [n, 1, *S] with S = (size,) * ndim, mean 1.
 
     Each field is white noise filtered in Fourier space by sqrt(P(k)), scaled to unit variance,
     then x = exp(sigma * g - sigma^2 / 2). Fields come from one seeded stream in batches, so
     grf(m, seed=s) is the first m fields of grf(n, seed=s) for m < n.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise UserError(f"n must be >= 1, got {n}")
     check_size(size)
     if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise UserError(f"sigma must be > 0, got {sigma}")
     rng = np.random.default_rng(seed)
-    amplitude = np.sqrt(spectrum(_wavenumbers(size), slope))  # [size, size // 2 + 1]
-    fields = np.empty((n, 1, size, size), dtype=np.float32)
-    batch = max(1, _GRF_BATCH_VALUES // (size * size))
+    spatial = (size,) * ndim
+    axes = tuple(range(-ndim, 0))
+    amplitude = np.sqrt(spectrum(wavenumbers(spatial), slope))  # [*S[:-1], size // 2 + 1]
+    fields = np.empty((n, 1, *spatial), dtype=np.float32)
+    batch = max(1, _GRF_BATCH_VALUES // size**ndim)
     for start in range(0, n, batch):
         stop = min(n, start + batch)
-        noise = rng.standard_normal((stop - start, size, size))
-        gauss = np.fft.irfft2(np.fft.rfft2(noise) * amplitude, s=(size, size))  # [B, size, size]
-        gauss /= gauss.std(axis=(1, 2), keepdims=True)
+        noise = rng.standard_normal((stop - start, *spatial))
+        filtered = np.fft.rfftn(noise, axes=axes) * amplitude
+        gauss = np.fft.irfftn(filtered, s=spatial, axes=axes)  # [B, *S]
+        gauss /= gauss.std(axis=axes, keepdims=True)
         fields[start:stop, 0] = np.exp(sigma * gauss - sigma**2 / 2)
     return fields
-
-
-def _wavenumbers(size: int) -> np.ndarray:
-    """|k| in cycles per box on the rfft2 grid [size, size // 2 + 1]."""
-    kx = np.fft.fftfreq(size, d=1.0 / size)[:, None]
-    ky = np.fft.rfftfreq(size, d=1.0 / size)[None, :]
-    return np.hypot(kx, ky)

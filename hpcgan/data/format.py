@@ -1,0 +1,263 @@
+"""HDF5 dataset schema 1: the format and its reader, all that training needs (docs/design.md,
+section 5). hpcgan.data.write writes it; hpcgan.data.verify checks every value.
+
+Layout::
+
+    /images         [N, C, H, W] uint8 (images) or float32 (physical fields), chunked along axis 0
+    /labels         optional [N] int64, class indices >= 0
+    /images_crc32   [ceil(N / chunk)] uint32: CRC-32 of each chunk's values (C order, as stored
+                    uncompressed), so `scan` can tell which samples changed after writing
+    root attributes: hpcgan_schema=1, kind ("image" | "field"), source, count,
+                     min, max, mean, std (float64, over every value of /images),
+                     channel_min, channel_max, channel_mean, channel_std ([C] float64),
+                     labels_crc32 (with /labels)
+
+Files written before checksums existed lack /images_crc32 and the channel_* attributes; they
+stay valid and `scan` checks what they have. A sample is (C, *spatial); schema 1 files hold
+two spatial dimensions today.
+
+Files are opened without HDF5 file locking because parallel file systems (Lustre, GPFS) often
+do not support it and many ranks read one file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpcgan.errors import UserError, one_line
+
+SCHEMA_VERSION = 1
+KINDS = ("image", "field")
+DTYPES = ("uint8", "float32")
+STAT_KEYS = ("min", "max", "mean", "std")
+CHANNEL_KEYS = tuple(f"channel_{key}" for key in STAT_KEYS)
+COMPRESSIONS = (None, "lzf", "gzip")
+CHECKSUMS = "images_crc32"
+# Spatial dimensions a schema-1 file may hold: maps and images (H, W). Volumes come later;
+# this is the one place that says so.
+SPATIAL_RANKS = (2,)
+
+# Values per read/write block: whole chunks, with float64 temporaries of about 8 MiB that stay
+# in cache while the statistics make their passes.
+_BLOCK_VALUES = 1 << 20
+
+PathLike = str | os.PathLike
+
+
+class SchemaError(UserError):
+    """A dataset file (or data to be written) that does not follow schema 1.
+
+    The message is one line naming the file and what is wrong, ready for `prog: error: ...`.
+    """
+
+
+class NonFiniteError(SchemaError):
+    """NaN or Inf in data to be written; `sample` is its index in the writer's numbering, so a
+    caller that knows where the data came from can name the input instead."""
+
+    def __init__(self, message: str, sample: int) -> None:
+        super().__init__(message)
+        self.sample = sample
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs to know about a dataset file, taken from its metadata."""
+
+    path: str
+    n: int
+    channels: int
+    spatial: tuple[int, ...]  # (H, W) for images and maps
+    dtype: str
+    kind: str
+    source: str
+    stats: dict[str, float]
+    has_labels: bool
+    num_classes: int
+    chunk_samples: int
+    compression: str | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one sample (C, *spatial): what the models are built for."""
+        return (self.channels, *self.spatial)
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions."""
+        return len(self.spatial)
+
+    def identity(self) -> dict[str, Any]:
+        """What the data are, wherever the file lies (a copy on node-local disk has the same):
+        checkpoints keep it, so a run is not resumed on other data."""
+        return {
+            "n": self.n,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "num_classes": self.num_classes,
+            "stats": {k: float(v) for k, v in sorted(self.stats.items())},
+        }
+
+    @property
+    def sample_nbytes(self) -> int:
+        """Bytes of one sample, for sizing reads."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+def chunk_samples_for(sample_nbytes: int, target_bytes: int = 512 * 1024) -> int:
+    """Samples per chunk so a chunk holds about `target_bytes`.
+
+    About 0.5 MiB is large enough for efficient reads on parallel file systems and small enough
+    that a rank reading its shard wastes little of a partly used first or last chunk.
+    """
+    if sample_nbytes < 1:
+        raise ValueError(f"sample_nbytes must be >= 1, got {sample_nbytes}")
+    return max(1, target_bytes // sample_nbytes)
+
+
+def block_samples(chunk: int, sample_values: int) -> int:
+    """Samples per read/write block: a whole number of chunks, about _BLOCK_VALUES values."""
+    return chunk * max(1, _BLOCK_VALUES // (chunk * sample_values))
+
+
+def blocks(n: int, step: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) of consecutive blocks of `step` samples covering n."""
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def labels_crc32(labels: h5py.Dataset) -> int:
+    """The labels_crc32 attribute: CRC-32 of /labels as little-endian int64."""
+    crc = 0
+    for start, stop in blocks(len(labels), 1 << 20):
+        crc = zlib.crc32(np.ascontiguousarray(labels[start:stop], dtype="<i8"), crc)
+    return crc
+
+
+def read_info(path: PathLike) -> DatasetInfo:
+    """Validate a file against schema 1 and describe it, reading metadata and labels only.
+
+    Cheap enough for every rank at start-up; `hpcgan.data.verify.scan` checks the values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: no such file")
+    if not path.is_file():
+        raise SchemaError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise SchemaError(f"{path}: not readable (permission denied)")
+    try:
+        if not h5py.is_hdf5(path):
+            raise SchemaError(f"{path}: not an HDF5 file")
+        with h5py.File(path, "r", locking=False) as f:
+            return _describe(f, path)
+    except OSError as err:
+        raise SchemaError(f"{path}: unreadable HDF5 file ({one_line(err)})") from err
+
+
+def _describe(f: h5py.File, path: Path) -> DatasetInfo:
+    """Check an open file's structure and attributes against schema 1."""
+    images = f.get("images")
+    if not isinstance(images, h5py.Dataset):
+        raise SchemaError(f"{path}: no /images dataset")
+    shape = images.shape
+    if len(shape) - 2 not in SPATIAL_RANKS:
+        raise SchemaError(f"{path}: /images has shape {shape}, expected rank 4 [N, C, H, W]")
+    if images.dtype.name not in DTYPES:
+        raise SchemaError(f"{path}: /images has dtype {images.dtype}, expected uint8 or float32")
+    n = shape[0]
+    if n == 0:
+        raise SchemaError(f"{path}: /images holds zero samples")
+    if images.chunks is None or tuple(images.chunks[1:]) != shape[1:]:
+        raise SchemaError(
+            f"{path}: /images is not chunked along axis 0 (chunks {images.chunks}); "
+            "rewrite it with the data preparation tool's convert command"
+        )
+    attrs = f.attrs
+    _check_schema_version(path, attrs.get("hpcgan_schema"))
+    kind = _str_attr(path, attrs, "kind")
+    if kind not in KINDS:
+        raise SchemaError(f"{path}: attribute kind is {kind!r}, expected 'image' or 'field'")
+    count = _number_attr(path, attrs, "count")
+    if count != n:
+        raise SchemaError(f"{path}: attribute count is {count:g} but /images holds {n} samples")
+    stats = {key: _number_attr(path, attrs, key) for key in STAT_KEYS}
+    if stats["std"] < 0:
+        raise SchemaError(f"{path}: attribute std is negative ({stats['std']:g})")
+    num_classes = _num_classes(f, path, n)
+    return DatasetInfo(
+        path=str(path),
+        n=n,
+        channels=shape[1],
+        spatial=tuple(shape[2:]),
+        dtype=images.dtype.name,
+        kind=kind,
+        source=_str_attr(path, attrs, "source"),
+        stats=stats,
+        has_labels=num_classes > 0,
+        num_classes=num_classes,
+        chunk_samples=images.chunks[0],
+        compression=images.compression,
+    )
+
+
+def _check_schema_version(path: Path, value: object) -> None:
+    if value is None:
+        raise SchemaError(f"{path}: no hpcgan_schema attribute (not an hpcgan dataset?)")
+    if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.integer):
+        raise SchemaError(f"{path}: attribute hpcgan_schema is {show(value)}, expected an integer")
+    if int(value) != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path}: hpcgan_schema is {int(value)}, this version reads schema {SCHEMA_VERSION}"
+        )
+
+
+def _str_attr(path: Path, attrs: h5py.AttributeManager, key: str) -> str:
+    value = attrs.get(key)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        raise SchemaError(f"{path}: attribute {key} is missing or not a string")
+    return value
+
+
+def _number_attr(path: Path, attrs: h5py.AttributeManager, key: str) -> float:
+    value = attrs.get(key)
+    if value is None:
+        raise SchemaError(f"{path}: no {key} attribute")
+    array = np.asarray(value)
+    if array.ndim != 0 or array.dtype.kind not in "iuf" or not np.isfinite(array):
+        raise SchemaError(f"{path}: attribute {key} is {show(value)}, expected a finite number")
+    return float(array)
+
+
+def _num_classes(f: h5py.File, path: Path, n: int) -> int:
+    """Classes in /labels (max + 1), or 0 without labels. Labels are 8 bytes a sample, so
+    reading them is cheap next to the images."""
+    labels = f.get("labels")
+    if labels is None:
+        return 0
+    if not isinstance(labels, h5py.Dataset) or labels.shape != (n,):
+        shape = labels.shape if isinstance(labels, h5py.Dataset) else "a group"
+        raise SchemaError(f"{path}: /labels is {shape}, expected shape ({n},) like /images")
+    if labels.dtype.kind not in "iu":
+        raise SchemaError(f"{path}: /labels has dtype {labels.dtype}, expected int64")
+    values = labels[()]
+    if values.min() < 0:
+        raise SchemaError(f"{path}: /labels holds negative values (min {values.min()})")
+    return int(values.max()) + 1
+
+
+def show(value: object) -> str:
+    """An attribute as Python writes it (`nan`, `'1'`), not numpy's repr."""
+    return repr(np.asarray(value).tolist())

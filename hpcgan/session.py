@@ -1,0 +1,157 @@
+"""What a process sets up before it trains or measures: threads, device, the dataset, the run
+directory, and the pieces of a training run built alike on every rank.
+
+Shared by hpcgan.train and hpcgan.bench (which builds exactly what training builds), and, for
+threads and device, by sample, evaluate and report. Every check of the configuration against
+the dataset happens here, in :func:`fit_to_data`, once at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hpcgan.comm import agree
+from hpcgan.comm.base import Comm
+from hpcgan.config import Config
+from hpcgan.data.builtin import builtin_path, prepare_builtin
+from hpcgan.data.format import DatasetInfo, read_info
+from hpcgan.data.reader import ShardReader
+from hpcgan.data.sharding import ShardPlan
+from hpcgan.data.transforms import ValueTransform, make_transform
+from hpcgan.errors import UserError
+from hpcgan.metrics.evaluate import best_metric_name
+from hpcgan.models import build_models
+from hpcgan.profile import NoTimer
+from hpcgan.trainer import Trainer
+
+
+def set_threads(cfg: Config, comm: Comm) -> None:
+    """train.threads, else OMP_NUM_THREADS, else this rank's share of the cores it may use."""
+    n = cfg.train.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if not n:
+        usable = len(os.sched_getaffinity(0))
+        bound = usable < (os.cpu_count() or usable)  # the launcher already gave us our share
+        n = usable if bound else usable // comm.local_size
+    torch.set_num_threads(max(1, n))
+
+
+def uses_cuda(cfg: Config) -> bool:
+    """Whether train.device puts this run on GPUs (auto: when CUDA is available)."""
+    return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
+def pick_device(cfg: Config, comm: Comm) -> torch.device:
+    """train.device: each rank takes the GPU of its local rank (round robin)."""
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but this node has no usable CUDA device")
+    if uses_cuda(cfg):
+        device = torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def inference_device(comm: Comm) -> torch.device:
+    """For sample, evaluate and report: the GPU of this rank's local rank if any, else cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", comm.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def open_dataset(cfg: Config, comm: Comm) -> DatasetInfo:
+    """The dataset's description; the built-in one is written by rank 0 while the others wait."""
+    if cfg.data.path:
+        return agree(comm, lambda: read_info(cfg.data.path))
+    path = builtin_path(cfg.data.root, cfg.data.builtin)
+    if comm.rank == 0:
+        agree(comm, lambda: prepare_builtin(cfg.data.root, cfg.data.builtin))
+    else:
+        agree(comm, lambda: None)
+    return agree(comm, lambda: read_info(str(path)))
+
+
+def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
+    """RUN_DIR with its checkpoints/ and samples/, made by rank 0; refused if not writable."""
+    run_dir = Path(cfg.run.dir)
+
+    def make() -> None:
+        if comm.rank != 0:
+            return
+        try:
+            for sub in ("checkpoints", "samples"):
+                (run_dir / sub).mkdir(parents=True, exist_ok=True)
+            probe = run_dir / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"run.dir {run_dir} is not writable: {e.strerror}") from None
+
+    agree(comm, make)
+    return run_dir
+
+
+def shard_plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
+    """The sequence of global batches; one global batch must fit in the dataset."""
+    if info.n < cfg.train.batch_size:
+        raise UserError(
+            f"{info.path} has {info.n} samples, fewer than one global batch "
+            f"(train.batch_size={cfg.train.batch_size})"
+        )
+    segment = cfg.data.segment or (info.chunk_samples if info.compression else 8)
+    return ShardPlan(info.n, cfg.train.batch_size, segment, cfg.train.seed)
+
+
+@dataclass
+class Fitted:
+    """What the configuration makes of one dataset."""
+
+    plan: ShardPlan
+    transform: ValueTransform
+    num_classes: int  # classes G and D are conditioned on (0: unconditional)
+    G: nn.Module
+    D: nn.Module
+    best_metric: str | None  # run.best_metric resolved (None: off)
+
+
+def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
+    """Every check of the configuration against this dataset, in one place, each made where
+    its data are known: dataset size vs batch (the sharding plan), data.transform vs the
+    values, the models vs the sample shape and labels (G and D built from train.seed), and
+    run.best_metric vs the metrics this data gets (checked even when nothing is evaluated,
+    because checkpoints record it). A UserError from any of them stops the run before anything
+    is written."""
+    plan = shard_plan(cfg, info)
+    transform = make_transform(info, cfg.data.transform)
+    labelled = cfg.model.conditional or cfg.train.aux_classifier
+    num_classes = info.num_classes if labelled else 0
+    torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
+    G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
+    best = best_metric_name(cfg.run.best_metric, info)
+    return Fitted(plan, transform, num_classes, G, D, best)
+
+
+@dataclass
+class Pieces:
+    """What a training run is made of, built alike on every rank."""
+
+    info: DatasetInfo
+    device: torch.device
+    trainer: Trainer
+    reader: ShardReader
+
+
+def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
+    """Dataset, device, models and their trainer (``timer``: hpcgan.bench's StepTimer), and
+    this rank's reader."""
+    set_threads(cfg, comm)
+    device = agree(comm, lambda: pick_device(cfg, comm))
+    info = open_dataset(cfg, comm)
+    fit = agree(comm, lambda: fit_to_data(cfg, info))
+    trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
+    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform)
+    return Pieces(info, device, trainer, reader)

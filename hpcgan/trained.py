@@ -1,0 +1,90 @@
+"""A trained generator, loaded from a run directory or a checkpoint, and the samples it draws:
+the library behind hpcgan.sample, hpcgan.evaluate and hpcgan.report."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcgan import run_state
+from hpcgan.config import Config, from_dict
+from hpcgan.data.builtin import builtin_path
+from hpcgan.data.format import DatasetInfo, SchemaError, read_info
+from hpcgan.data.transforms import ValueTransform, make_transform
+from hpcgan.errors import ArgumentParser, UserError
+from hpcgan.metrics import sources
+from hpcgan.models import build_models
+
+
+@dataclass
+class LoadedRun:
+    """A generator ready to sample, with what is needed to read its output."""
+
+    G: nn.Module
+    cfg: Config
+    info: DatasetInfo
+    transform: ValueTransform
+    checkpoint: Path
+    step: int
+    run_dir: Path | None  # None for a checkpoint file outside a run directory
+    network: str  # "G_ema" or "G": which weights were loaded
+
+    @property
+    def eval_cache(self) -> Path | None:
+        """RUN_DIR/eval, where evaluations keep the real statistics and the classifier."""
+        return self.run_dir / "eval" if self.run_dir is not None else None
+
+
+def load_run(target: str, data: str | None = None, device: torch.device | None = None) -> LoadedRun:
+    """G (G_ema when saved) of a run directory's newest checkpoint or of a checkpoint file, and
+    the dataset it was trained on (``data`` overrides the path saved in its config)."""
+    path, ckpt, run_dir = run_state.open_target(Path(target))
+    cfg = from_dict(ckpt.config)
+    data_path = data or cfg.data.path or str(builtin_path(cfg.data.root, cfg.data.builtin))
+    try:
+        info = read_info(data_path)
+    except SchemaError as e:
+        hint = "" if data else "; pass the training data with --data FILE.h5"
+        raise UserError(f"dataset of {path}: {e}{hint}") from None
+    transform = make_transform(info, cfg.data.transform)
+    G, _ = build_models(cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier)
+    run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
+    G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
+    return LoadedRun(G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler)
+
+
+def generate(run: LoadedRun, n: int, seed: int) -> torch.Tensor:
+    """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host."""
+    blocks = range(sources.num_fake_blocks(n))
+    z_dim = run.cfg.model.z_dim
+    return torch.cat(
+        [
+            sources.generate(run.G, z_dim, seed, b, sources.fake_block_size(n, b)).cpu()
+            for b in blocks
+        ]
+    )
+
+
+def physical(run: LoadedRun, y: torch.Tensor) -> np.ndarray:
+    """Samples in the dataset's units and dtype: uint8 0..255 for images stored as uint8."""
+    x = run.transform.decode(y).numpy()
+    if run.info.dtype == "uint8":
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return x.astype(np.float32)
+
+
+def command_line(prog: str, doc: str, target: str = "RUN_DIR|CHECKPOINT") -> ArgumentParser:
+    """The command line of a command that reads a trained run: the run directory (or a
+    checkpoint file) and ``--data``; bad usage is a UserError."""
+    parser = ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    what = "a training run directory" + ("" if target == "RUN_DIR" else ", or a .pt file")
+    parser.add_argument("target", metavar=target, help=what)
+    parser.add_argument("--data", help="the training dataset, if not where the run's config says")
+    return parser
