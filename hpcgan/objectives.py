@@ -74,7 +74,23 @@ class WassersteinGP(Loss):
         return -fake.mean()
 
 
-LOSSES: dict[str, type[Loss]] = {"ns": NonSaturating, "hinge": Hinge, "wgan-gp": WassersteinGP}
+class LeastSquares(Loss):
+    """LSGAN (Mao et al. 2017) with targets a = 0 (fake), b = c = 1 (real): least squares on
+    the logits, whose gradients do not vanish for samples far on the right side."""
+
+    def d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((real - 1).square().mean() + fake.square().mean())
+
+    def g(self, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (fake - 1).square().mean()
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "ns": NonSaturating,
+    "hinge": Hinge,
+    "wgan-gp": WassersteinGP,
+    "lsgan": LeastSquares,
+}
 
 
 def get_loss(name: str) -> Loss:

@@ -25,6 +25,9 @@ def test_losses_match_their_definitions():
     assert wgan.d(real, fake).item() == pytest.approx(-1.25 - 0.5)
     assert hinge.g(fake).item() == pytest.approx(1.25)
     assert wgan.g(fake).item() == pytest.approx(1.25)
+    lsgan = objectives.get_loss("lsgan")
+    assert lsgan.d(real, fake).item() == pytest.approx(0.5 * ((1 + 4) / 2 + (0.25 + 9) / 2))
+    assert lsgan.g(fake).item() == pytest.approx(0.5 * (0.25 + 16) / 2)
 
 
 def test_every_registered_loss_defines_both_sides():
@@ -84,42 +87,45 @@ def test_config_picks_the_terms_in_their_order():
 
 def test_an_unknown_loss_is_refused_before_any_step():
     cfg = _config()
-    cfg.train.loss = "lsgan"  # as if the config had let it through
-    with pytest.raises(UserError, match="train.loss=lsgan .* one of: ns, hinge, wgan-gp"):
+    cfg.train.loss = "relativistic"  # as if the config had let it through
+    with pytest.raises(UserError, match="train.loss=relativistic .* one of: ns, hinge, wgan-gp"):
         objectives.build(cfg.train)
+    with pytest.raises(UserError, match="train.loss: 'relativistic' is not one of ns, hinge"):
+        load_config(None, ["train.loss=relativistic"])
     G, D = build_models(cfg.model, (1, 16, 16))
-    with pytest.raises(UserError, match="train.loss=lsgan"):
+    with pytest.raises(UserError, match="train.loss=relativistic"):
         Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
 
 
-class LeastSquares(objectives.Loss):
-    """LSGAN (Mao et al. 2017), a = 0, b = c = 1."""
+class Recorded(objectives.LeastSquares):
+    """The registry's lsgan entry, recording which phases call it."""
 
     calls: list[str] = []
 
     def d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         self.calls.append("d")
-        return 0.5 * ((real - 1).square().mean() + fake.square().mean())
+        return super().d(real, fake)
 
     def g(self, fake: torch.Tensor) -> torch.Tensor:
         self.calls.append("g")
-        return 0.5 * (fake - 1).square().mean()
+        return super().g(fake)
 
 
 def test_a_new_loss_is_one_registry_entry(monkeypatch):
-    monkeypatch.setitem(objectives.LOSSES, "lsgan", LeastSquares)
-    cfg = _config("train.ema_halflife_images=0")
-    cfg.train.loss = "lsgan"  # the config offers the registry's names; set directly here
+    """lsgan was added as one class and one LOSSES entry: the config offers it, and both
+    phases of a training step call it."""
+    monkeypatch.setitem(objectives.LOSSES, "lsgan", Recorded)
+    cfg = _config("train.ema_halflife_images=0", "train.loss=lsgan")
     torch.manual_seed(0)
     G, D = build_models(cfg.model, (1, 16, 16))
     trainer = Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
-    assert isinstance(trainer.objective.loss, LeastSquares)
+    assert isinstance(trainer.objective.loss, Recorded)
     before = [p.detach().clone() for p in (*trainer.G.parameters(), *trainer.D.parameters())]
     real = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     trainer.step(0, [(real, None)])
     after = list(trainer.G.parameters()) + list(trainer.D.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.dim() > 1)
-    assert LeastSquares.calls == ["d", "g"]  # both phases asked the new loss
+    assert Recorded.calls == ["d", "g"]  # both phases asked the new loss
     stats = trainer.pop_stats()
     assert stats["steps/skipped_nonfinite"] == 0
     assert stats["loss/D"] > 0 and stats["loss/G"] > 0  # squares

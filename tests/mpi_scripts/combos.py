@@ -11,6 +11,7 @@ import json
 import horovod.torch.optimizer as hvd_optimizer
 import torch
 
+from hpcgan import objectives
 from hpcgan.comm.horovod import HorovodComm
 from hpcgan.config import load_config
 from hpcgan.models import build_models
@@ -81,7 +82,7 @@ def report(**record) -> None:
 
 
 for arch, loss, precision in itertools.product(
-    ("mlp", "dcgan", "resnet"), ("ns", "hinge", "wgan-gp"), ("fp32", "bf16", "fp16", "fp64")
+    ("mlp", "dcgan", "resnet"), tuple(objectives.LOSSES), ("fp32", "bf16", "fp16", "fp64")
 ):
     # resnet with a self-attention block: its scalar gain is a 0-dim parameter.
     trainer = make(arch, loss, precision, *(["model.attention=8"] if arch == "resnet" else []))
