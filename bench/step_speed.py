@@ -14,6 +14,7 @@ import json
 
 import torch
 
+from hpcgan import nd
 from hpcgan.comm.base import SingleProcess
 from hpcgan.config import load_config
 from hpcgan.models import build_models
@@ -24,6 +25,7 @@ from hpcgan.trainer import Trainer
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--res", type=int, default=32)
+    p.add_argument("--ndim", type=int, default=2, choices=(2, 3), help="2: images, 3: volumes")
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--width", type=int, default=64)
@@ -38,7 +40,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    memory = torch.channels_last if a.channels_last else torch.contiguous_format
+    memory = nd.ops(a.ndim).channels_last if a.channels_last else torch.contiguous_format
     cfg = load_config(
         None,
         [
@@ -50,7 +52,7 @@ def main() -> None:
             "train.ema_halflife_images=0",
         ],
     )
-    shape = (a.channels, a.res, a.res)
+    shape = (a.channels, *(a.res,) * a.ndim)
     real = (torch.rand(a.batch, *shape, device=device) * 2 - 1).contiguous(memory_format=memory)
 
     torch.manual_seed(0)
@@ -81,7 +83,7 @@ def main() -> None:
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
-        **{k: getattr(a, k) for k in ("res", "channels", "batch", "width", "precision")},
+        **{k: getattr(a, k) for k in ("res", "ndim", "channels", "batch", "width", "precision")},
         "channels_last": a.channels_last,
         "compile": a.compile,
         "plain_img_s": round(n / t_plain, 1),

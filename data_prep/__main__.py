@@ -1,8 +1,10 @@
 """Prepare datasets for hpcgan as schema-1 HDF5 files (layout: docs/design.md, section 5).
 
-    python -m data_prep synth   --kind {digits,grf} --out FILE.h5 [--n N] [--size S] [--seed K]
+    python -m data_prep synth   --kind {digits,grf,grf3d} --out FILE.h5 [--n N] [--size S]
+                                [--seed K]
     python -m data_prep convert --input PATH [PATH ...] --out FILE.h5 [--size S] [--channels 1|3]
-                                [--chunk-samples N] [--compression none|lzf|gzip] [...]
+                                [--layout L] [--shape D,H,W] [--chunk-samples N]
+                                [--compression none|lzf|gzip] [...]
     mpirun -np N python -m data_prep convert ...        (N ranks decode and write; same file)
     python -m data_prep verify  FILE.h5
 
@@ -20,6 +22,7 @@ from data_prep import signals
 from data_prep.convert import Options, convert
 from data_prep.inputs import FORMATS
 from data_prep.output import check_output
+from data_prep.volumes import LAYOUTS, parse_shape
 from hpcgan.comm import control
 from hpcgan.data.format import DatasetInfo, read_info
 from hpcgan.data.verify import scan
@@ -27,7 +30,11 @@ from hpcgan.data.write import write_dataset
 from hpcgan.errors import ArgumentParser, Command, UserError, run_command
 
 # kind -> (default --n, default --size, schema kind); None means every sample.
-_SYNTH_DEFAULTS = {"digits": (None, 32, "image"), "grf": (4096, 64, "field")}
+_SYNTH_DEFAULTS = {
+    "digits": (None, 32, "image"),
+    "grf": (4096, 64, "field"),
+    "grf3d": (2048, 32, "field"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,20 +59,23 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         choices=sorted(_SYNTH_DEFAULTS),
         help="digits: scikit-learn's handwritten digits with labels (uint8 images); "
-        "grf: lognormal Gaussian random fields, P(k) ~ k^-3 (float32 fields)",
+        "grf: lognormal Gaussian random fields, P(k) ~ k^-3 (float32 fields); "
+        "grf3d: the same as volumes [N, 1, S, S, S]",
     )
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output HDF5 file")
     p.add_argument(
         "--n",
         type=int,
-        help="number of samples (digits: at most 1797, default all; grf: default 4096)",
+        help="number of samples (digits: at most 1797, default all; grf: default 4096; "
+        "grf3d: default 2048)",
     )
     p.add_argument(
         "--size",
         type=int,
-        help="height and width, a power of two >= 8 (default: digits 32, grf 64)",
+        help="height and width (and depth for grf3d), a power of two >= 8 "
+        "(default: digits 32, grf 64, grf3d 32)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed of grf (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of grf, grf3d (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run=_synth)
 
@@ -94,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--key",
-        help="npz array or HDF5 dataset holding the samples (default: the only one of rank 3 or 4)",
+        help="npz array or HDF5 dataset holding the samples (default: the only one of rank 3 or "
+        "4, else of rank 5; with --shape, the only one of shape (N, D*H*W))",
     )
     p.add_argument(
         "--labels-key", metavar="KEY", help="npz array or HDF5 dataset holding integer labels"
@@ -102,18 +113,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-labels", dest="labels", action="store_false", help="drop all labels")
     p.add_argument(
         "--layout",
-        choices=("auto", "nchw", "nhwc"),
+        choices=tuple(LAYOUTS),
         default="auto",
-        help="axis order of 4-d arrays (default auto: channels are the shorter of axes 1 and 3)",
+        help="axis order of arrays: nchw, nhwc (4-d images and maps), ndhw (4-d volumes, one "
+        "channel), ncdhw, ndhwc (5-d volumes; ndhwc is Keras's). Default auto: 4-d arrays are "
+        "images with channels on the shorter of axes 1 and 3; 5-d arrays are volumes with "
+        "channels on the shorter of axes 1 and 4",
+    )
+    p.add_argument(
+        "--shape",
+        type=_shape_arg,
+        metavar="D,H,W",
+        help="reshape flat per-sample vectors (N, V) to volumes D x H x W (or maps H,W); "
+        "V must equal D*H*W (e.g. CaloChallenge showers)",
     )
     p.add_argument(
         "--size",
         type=int,
         metavar="S",
         help="resize samples to S x S (images: Lanczos when shrinking, bicubic when enlarging; "
-        "fields: area average, bilinear)",
+        "fields: area average, bilinear); volumes to S x S x S (area average down, trilinear "
+        "up, per axis)",
     )
-    p.add_argument("--crop", action="store_true", help="centre-crop to a square first")
+    p.add_argument(
+        "--crop", action="store_true", help="centre-crop to a square (volumes: a cube) first"
+    )
     p.add_argument(
         "--channels",
         type=int,
@@ -166,8 +190,9 @@ def _synth(args: argparse.Namespace, command: Command) -> int:
         images, labels = images[:n], labels[:n]
         source = synth.DIGITS_SOURCE
     else:
-        images, labels = synth.grf(n, size, seed=args.seed), None
-        source = synth.grf_source(seed=args.seed)
+        ndim = 3 if args.kind == "grf3d" else 2
+        images, labels = synth.grf(n, size, seed=args.seed, ndim=ndim), None
+        source = synth.grf_source(seed=args.seed, ndim=ndim)
     info = write_dataset(out, images, labels, kind=kind, source=source)
     stats = info.stats
     _wrote(
@@ -186,6 +211,7 @@ def _convert(args: argparse.Namespace, command: Command) -> int:
         key=args.key,
         labels_key=args.labels_key,
         layout=args.layout,
+        shape=args.shape,
         labels=args.labels,
         size=args.size,
         crop=args.crop,
@@ -245,6 +271,13 @@ def _verify(args: argparse.Namespace, command: Command) -> int:
         else "  checksums none stored (file written by an older data_prep)"
     )
     return 0
+
+
+def _shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_shape(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _wrote(info: DatasetInfo, details: str) -> None:

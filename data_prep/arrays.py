@@ -1,9 +1,11 @@
-"""Arrays as sources of 2D samples (images, maps): .npy files, .npz members, IDX files and
-HDF5 datasets.
+"""Arrays as sources of samples (images, maps, volumes): .npy files, .npz members, IDX files
+and HDF5 datasets.
 
 Nothing is loaded whole when it can be mapped: .npy files and uncompressed .npz members are
 memory-mapped, IDX files too (gzip-compressed ones are decompressed once), HDF5 datasets are
-read slice by slice. Samples are [N, H, W], [N, H, W, C] or [N, C, H, W] (see `axes`).
+read slice by slice. Samples are [N, H, W], [N, H, W, C] or [N, C, H, W]; volumes [N, D, H, W]
+(--layout ndhw), [N, C, D, H, W] or [N, D, H, W, C]; or flat vectors [N, V] given a shape
+(--shape D,H,W). See `_axes`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import numpy as np
 
 from data_prep.errors import reading
 from data_prep.shaping import Probe, Target, conform
+from data_prep.volumes import LAYOUTS, sample_shape, to_ncs
 from hpcgan.errors import UserError, one_line
 
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
-_SHAPES = "expected (N, H, W), (N, H, W, C) or (N, C, H, W)"
+_SHAPES = (
+    "expected (N, H, W), (N, H, W, C) or (N, C, H, W); volumes (N, C, D, H, W), "
+    "(N, D, H, W, C) or (N, D, H, W) with --layout ndhw; flat (N, V) with --shape D,H,W"
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class ArraySpec:
     path: str
     key: str | None = None  # npz member / HDF5 dataset; None: the only candidate
     labels: str | None = None  # npz member / HDF5 dataset / IDX label file
-    layout: str = "auto"  # "auto", "nchw" or "nhwc" for 4-d arrays
+    layout: str = "auto"  # "auto" or a key of data_prep.volumes.LAYOUTS
+    shape: tuple[int, ...] | None = None  # of one flat sample (--shape), for [N, V] arrays
 
     @property
     def name(self) -> str:
@@ -46,23 +53,27 @@ class ArraySpec:
 class ArraySource:
     """Samples [N, ...] of an array-like that supports slicing (ndarray, memmap, h5py)."""
 
-    def __init__(self, name: str, images, axes: str, labels: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        images,
+        axes: str,
+        labels: np.ndarray | None,
+        flat: tuple[int, ...] | None = None,
+    ) -> None:
         self.name, self.images, self.axes, self.labels = name, images, axes, labels
+        self.flat = flat  # the sample shape of flat [N, V] arrays
 
     def __len__(self) -> int:
         return len(self.images)
 
     def probe(self, index: np.ndarray) -> Probe:
-        channels, height, width = _chw(self.images.shape, self.axes)
-        return Probe({(channels, height, width): self.name}, self.images.dtype == np.uint8)
+        shape = sample_shape(self.images.shape, self.axes, self.flat)
+        return Probe({shape: self.name}, self.images.dtype == np.uint8)
 
     def read(self, index: np.ndarray, target: Target) -> np.ndarray:
         """Samples at `index` (increasing) as [len(index), *target.shape]."""
-        x = self._take(index)
-        if self.axes == "nhw":
-            x = x[:, None]
-        elif self.axes == "nhwc":
-            x = x.transpose(0, 3, 1, 2)
+        x = to_ncs(self._take(index), self.axes, self.flat)
         try:
             return conform(x, target)
         except UserError as err:
@@ -93,12 +104,11 @@ def open_array(spec: ArraySpec) -> ArraySource:
         name, images, labels = _hdf5(spec)
     if images.dtype.kind not in "biuf":
         raise UserError(f"{name}: holds {images.dtype} values, not real numbers")
-    axes = _axes(images.shape, spec.layout, name)
+    axes = _axes(images.shape, spec.layout, spec.shape, name)
     if len(images) == 0:
         raise UserError(f"{name}: holds no samples (shape {images.shape})")
-    return ArraySource(
-        name, images, axes, None if labels is None else _labels(labels, name, len(images))
-    )
+    labels = None if labels is None else _labels(labels, name, len(images))
+    return ArraySource(name, images, axes, labels, spec.shape if axes == "flat" else None)
 
 
 def idx_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], int] | None:
@@ -165,7 +175,9 @@ def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
     try:
         with zipfile.ZipFile(spec.path) as archive:
             members = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
-            key = spec.key or _only_images(spec.path, members, lambda m: _npz_ndim(archive, m))
+            key = spec.key or _only_images(
+                spec.path, members, lambda m: _npz_shape(archive, m), spec.shape
+            )
             if key not in members:
                 raise UserError(f"{spec.path}: no array {key!r} (--key); arrays: {_list(members)}")
             labels_key = spec.labels or (
@@ -182,10 +194,10 @@ def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
     return f"{spec.path}:{key}", images, labels
 
 
-def _npz_ndim(archive: zipfile.ZipFile, member: str) -> int:
+def _npz_shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
     with archive.open(member + ".npy") as f:
         version = np.lib.format.read_magic(f)
-        return len(_read_npy_header(f, version)[0])
+        return _read_npy_header(f, version)[0]
 
 
 def _npz_member(path: str, archive: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -228,9 +240,8 @@ def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
 
     f.visititems(note)
     names = [f"{name} {datasets[name].shape}" for name in datasets]
-    key = (spec.key or _only_images(spec.path, list(datasets), lambda n: datasets[n].ndim)).strip(
-        "/"
-    )
+    shape_of = lambda n: datasets[n].shape  # noqa: E731
+    key = (spec.key or _only_images(spec.path, list(datasets), shape_of, spec.shape)).strip("/")
     if key not in datasets:
         raise UserError(f"{spec.path}: no dataset {key!r} (--key); datasets: {_list(names)}")
     labels_key = spec.labels
@@ -244,37 +255,55 @@ def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
     return f"{spec.path}:{key}", datasets[key], labels
 
 
-def _only_images(path: str, names: list[str], ndim) -> str:
-    """Without --key, the one array of rank 3 or 4; otherwise ask for --key."""
-    candidates = [name for name in names if ndim(name) in (3, 4)]
+def _only_images(path: str, names: list[str], shape, flat: tuple[int, ...] | None) -> str:
+    """Without --key, the one array of rank 3 or 4, else of rank 5 (volumes); with --shape, the
+    one of shape (N, V) with V = D*H*W (CaloChallenge files also hold (N, 1) energies);
+    otherwise ask for --key."""
+    if flat is not None:
+        candidates = [n for n in names if shape(n)[1:] == (math.prod(flat),)]
+        ranks = f"shape (N, {math.prod(flat)}) for --shape"
+    else:
+        candidates = [name for name in names if len(shape(name)) in (3, 4)]
+        candidates = candidates or [name for name in names if len(shape(name)) == 5]
+        ranks = "rank 3, 4 or 5"
     if len(candidates) == 1:
         return candidates[0]
     found = (
         f"candidates: {_list(candidates)}"
         if candidates
-        else f"none of rank 3 or 4 among {_list(names)}"
+        else f"none of {ranks} among {_list(names)}"
     )
     raise UserError(f"{path}: pass --key to name the images array ({found})")
 
 
-def _axes(shape: tuple[int, ...], layout: str, name: str) -> str:
-    """Axis order of the samples. Auto: a 4-d array's channel axis is the shorter of axes 1
-    and 3 ((N, 64, 64, 3) is NHWC, (N, 3, 64, 64) NCHW), NCHW on a tie."""
-    if len(shape) == 3:
-        return "nhw"
-    if len(shape) != 4:
+def _axes(shape: tuple[int, ...], layout: str, flat: tuple[int, ...] | None, name: str) -> str:
+    """Axis order of the samples. Auto: a 4-d array is 2D, its channel axis the shorter of axes
+    1 and 3 ((N, 64, 64, 3) is NHWC, (N, 3, 64, 64) NCHW), NCHW on a tie; a 5-d array is a
+    volume, its channel axis the shorter of axes 1 and 4 ((N, 25, 25, 25, 1) is NDHWC), NCDHW
+    on a tie. 4-d volumes (N, D, H, W) need --layout ndhw; flat (N, V) arrays need --shape."""
+    if len(shape) == 2 and flat is not None:
+        if shape[1] != math.prod(flat):
+            sides = "x".join(map(str, flat))
+            raise UserError(
+                f"{name}: samples of {shape[1]} values cannot be reshaped to --shape {sides} "
+                f"({math.prod(flat)} values)"
+            )
+        return "flat"
+    if flat is not None:
+        raise UserError(f"{name}: --shape applies to flat (N, V) arrays, not shape {shape}")
+    if len(shape) == 3 and LAYOUTS[layout] != 5 and layout != "ndhw":
+        return "nhw"  # (--layout nchw or nhwc does not matter here, as before)
+    if len(shape) not in (3, 4, 5):
         raise UserError(f"{name}: array of shape {shape} has rank {len(shape)}; {_SHAPES}")
-    if layout != "auto":
-        return layout
-    return "nhwc" if shape[3] < shape[1] else "nchw"
-
-
-def _chw(shape: tuple[int, ...], axes: str) -> tuple[int, int, int]:
-    if axes == "nhw":
-        return (1, shape[1], shape[2])
-    if axes == "nhwc":
-        return (shape[3], shape[1], shape[2])
-    return (shape[1], shape[2], shape[3])
+    if layout == "auto":
+        if len(shape) == 4:
+            return "nhwc" if shape[3] < shape[1] else "nchw"
+        return "ndhwc" if shape[4] < shape[1] else "ncdhw"
+    if LAYOUTS[layout] != len(shape):
+        raise UserError(
+            f"{name}: --layout {layout} is for arrays of rank {LAYOUTS[layout]}, not shape {shape}"
+        )
+    return layout
 
 
 def _labels(labels, name: str, n: int) -> np.ndarray:

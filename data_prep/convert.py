@@ -57,6 +57,7 @@ class Options:
     key: str | None = None
     labels_key: str | None = None
     layout: str = "auto"
+    shape: tuple[int, ...] | None = None  # of one flat sample (--shape D,H,W)
     labels: bool = True
     size: int | None = None
     crop: bool = False
@@ -130,7 +131,13 @@ def _prepare(options: Options) -> tuple[Path, Inputs]:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     out = check_output(options.out, options.overwrite)
     inputs = plan_inputs(
-        options.inputs, options.fmt, options.key, options.labels_key, options.layout, options.labels
+        options.inputs,
+        options.fmt,
+        options.key,
+        options.labels_key,
+        options.layout,
+        options.labels,
+        options.shape,
     )
     return out, inputs
 
@@ -262,6 +269,8 @@ def _source(options: Options, inputs: Inputs) -> str:
     if len(names) > 500:
         names = names[:500] + "..."
     steps = []
+    if options.shape:
+        steps.append(f"reshaped to {'x'.join(map(str, options.shape))}")
     if options.crop:
         steps.append("centre-cropped")
     if options.size:

@@ -48,6 +48,7 @@ def plan_inputs(
     labels_key: str | None = None,
     layout: str = "auto",
     labels: bool = True,
+    shape: tuple[int, ...] | None = None,
 ) -> Inputs:
     """Specs for the inputs, in the order given; UserError naming the input if one is bad."""
     found = [(Path(p), _format(Path(p), fmt)) for p in paths]
@@ -70,7 +71,7 @@ def plan_inputs(
         elif kind == "idx" and path in idx_labels:
             specs.append(ArraySpec(kind, str(path), None, idx_labels[path], layout))
         elif kind != "idx":  # (IDX label files travel with their images)
-            specs.append(ArraySpec(kind, str(path), key, labels_key, layout))
+            specs.append(ArraySpec(kind, str(path), key, labels_key, layout, shape))
     return Inputs(specs, class_names, labels)
 
 

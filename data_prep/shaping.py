@@ -1,10 +1,10 @@
-"""2D image conversion: what the output samples look like, and how any input sample is
-brought to that form.
+"""Conversion of images, maps and volumes: what the output samples look like, and how any
+input sample is brought to that form.
 
-Every input (decoded image, array slice) arrives as [B, C, H, W] in its own dtype and passes
-through the same steps: channels (1 <-> 3), centre crop, resize (Pillow, so two spatial
-dimensions), dtype. Ranks decide the output form from the probes of all inputs, so they agree
-without talking further.
+Every input (decoded image, array slice) arrives as [B, C, *S] in its own dtype, S = (H, W) or
+(D, H, W), and passes through the same steps: channels (1 <-> 3), centre crop (to a square or
+cube), resize (Pillow for 2D; data_prep.volumes for 3D), dtype. Ranks decide the output form
+from the probes of all inputs, so they agree without talking further.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from data_prep.volumes import resample
 from hpcgan.errors import UserError
 
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
@@ -25,12 +26,12 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class Probe:
     """What some samples look like before conversion, with an example name for each shape."""
 
-    shapes: dict[tuple[int, int, int], str]  # (C, H, W) -> first sample seen with it
+    shapes: dict[tuple[int, ...], str]  # (C, *S) -> first sample seen with it
     bytes_only: bool  # every sample holds 8-bit values
 
     @staticmethod
     def merge(probes: Iterable[Probe]) -> Probe:
-        shapes: dict[tuple[int, int, int], str] = {}
+        shapes: dict[tuple[int, ...], str] = {}
         bytes_only = True
         for probe in probes:
             for shape, example in probe.shapes.items():
@@ -41,17 +42,16 @@ class Probe:
 
 @dataclass(frozen=True)
 class Target:
-    """The output sample: [channels, height, width] of dtype, after an optional centre crop."""
+    """The output sample: [channels, *spatial] of dtype, after an optional centre crop."""
 
     channels: int
-    height: int
-    width: int
+    spatial: tuple[int, ...]  # (H, W) or (D, H, W)
     dtype: str  # "uint8" (kind image) or "float32" (kind field)
     crop: bool
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
+    def shape(self) -> tuple[int, ...]:
+        return (self.channels, *self.spatial)
 
     @property
     def kind(self) -> str:
@@ -64,8 +64,17 @@ def decide(
     """The output form from what the inputs hold and the options; UserError if they clash.
 
     Defaults: the inputs' channels (3 when grey and colour images mix), their common size,
-    uint8 when every input is 8-bit and float32 (physical values kept) otherwise.
+    uint8 when every input is 8-bit and float32 (physical values kept) otherwise. Images and
+    volumes do not mix.
     """
+    by_rank = _group(probe.shapes, lambda shape: len(shape) - 1)
+    if len(by_rank) > 1:
+        raise UserError(
+            f"inputs differ in spatial rank: {_examples(by_rank, 'spatial dimensions')}; "
+            "convert images and volumes separately"
+        )
+    ndim = next(iter(by_rank))
+    unit = "(HxW)" if ndim == 2 else "(DxHxW)"
     by_channels = _group(probe.shapes, lambda shape: shape[0])
     if channels is None:
         found = sorted(by_channels)
@@ -83,28 +92,30 @@ def decide(
     by_size = _group(probe.shapes, lambda shape: _cropped(shape[1:], crop))
     if size is None and len(by_size) > 1:
         raise UserError(
-            f"inputs differ in size: {_examples(by_size, '(HxW)')}; "
+            f"inputs differ in size: {_examples(by_size, unit)}; "
             "pass --size S to resize them (with --crop to keep the aspect ratio)"
         )
-    height, width = (size, size) if size is not None else next(iter(by_size))
-    return Target(
-        channels, height, width, dtype or ("uint8" if probe.bytes_only else "float32"), crop
-    )
+    spatial = (size,) * ndim if size is not None else next(iter(by_size))
+    return Target(channels, spatial, dtype or ("uint8" if probe.bytes_only else "float32"), crop)
 
 
 def conform(samples: np.ndarray, target: Target) -> np.ndarray:
-    """[B, C, H, W] samples of any real dtype -> [B, *target.shape] of target.dtype.
+    """[B, C, *S] samples of any real dtype -> [B, *target.shape] of target.dtype.
 
     Raises UserError (without naming the input; the caller knows it) for values that cannot
     be stored as uint8.
     """
     x = _to_channels(samples, target.channels)
     if target.crop:
-        x = _centre_square(x)
+        x = _centre_square(x) if x.ndim == 4 else _centre_cube(x)
     if target.dtype == "uint8" and x.dtype != np.uint8:
         _check_byte_range(x)
-    if x.shape[2:] != (target.height, target.width):
-        x = _resize(x, target.height, target.width, target.dtype)
+    if x.shape[2:] != target.spatial:
+        x = (
+            _resize(x, *target.spatial, target.dtype)
+            if x.ndim == 4
+            else resample(x, target.spatial)
+        )
     if target.dtype == "float32":
         return x.astype(np.float32, copy=False)
     if x.dtype == np.uint8:
@@ -129,9 +140,9 @@ def _show(value: object) -> str:
     return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _cropped(hw: tuple[int, int], crop: bool) -> tuple[int, int]:
-    side = min(hw)
-    return (side, side) if crop else hw
+def _cropped(spatial: tuple[int, ...], crop: bool) -> tuple[int, ...]:
+    side = min(spatial)
+    return (side,) * len(spatial) if crop else spatial
 
 
 def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -140,7 +151,8 @@ def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
     if x.shape[1] == 1 and channels == 3:
         return np.repeat(x, 3, axis=1)
     if x.shape[1] == 3 and channels == 1:
-        return np.einsum("bchw,c->bhw", x.astype(np.float32, copy=False), _LUMA)[:, None]
+        axes = "bchw,c->bhw" if x.ndim == 4 else "bcdhw,c->bdhw"
+        return np.einsum(axes, x.astype(np.float32, copy=False), _LUMA)[:, None]
     raise UserError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 
@@ -149,6 +161,12 @@ def _centre_square(x: np.ndarray) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     return x[:, :, top : top + side, left : left + side]
+
+
+def _centre_cube(x: np.ndarray) -> np.ndarray:
+    side = min(x.shape[2:])
+    starts = [(n - side) // 2 for n in x.shape[2:]]
+    return x[(slice(None), slice(None), *(slice(a, a + side) for a in starts))]
 
 
 def _check_byte_range(x: np.ndarray) -> None:

@@ -35,7 +35,7 @@ def _loss_names() -> tuple[str, ...]:
 class DataConfig:
     path: str = option("", "HDF5 dataset (schema 1); empty means the built-in dataset data.builtin")
     builtin: str = option(
-        "digits", "built-in dataset, prepared on first use", choices=("digits", "grf")
+        "digits", "built-in dataset, prepared on first use", choices=("digits", "grf", "grf3d")
     )
     root: str = option("data", "folder where built-in datasets are prepared")
     transform: str = option(

@@ -12,13 +12,15 @@ Metrics (lower is better, 0 = indistinguishable, unless said otherwise):
   eval/ps_rel_err             power spectrum: mean over k >= 1 of |P_gen(k) / P_data(k) - 1|
   eval/minkowski_err          Minkowski functionals V0 (area), V1 (boundary), V2 (Euler
                               characteristic) at thresholds on the data's 5%..95% quantiles;
-                              mean error relative to each curve's peak (also _v0/_v1/_v2)
+                              mean error relative to each curve's peak (also _v0/_v1/_v2);
+                              volumes: V0..V3 (volume, surface, mean curvature, Euler)
   eval/fd_classifier, eval/kid_classifier   Frechet / kernel distance of the features of a
                               small CNN trained on the labelled data (cached in RUN_DIR/eval)
   eval/coverage_min           smallest fraction of samples in one predicted class (higher is
                               better; 0.1 for 10 balanced classes); per class eval/class_frac/K
   eval/fd_inception, eval/kid_inception     with --inception (torch-fidelity, local weights)
-The spectrum and Minkowski metrics apply to fields and one-channel images, the classifier
+The spectrum (spherically averaged for volumes) and Minkowski metrics apply to fields and
+one-channel images and volumes, the classifier
 metrics to labelled data. "baseline" holds the same metrics between two halves of the real
 samples: the noise floor at half this sample size (above the floor at n: about 2x for Frechet
 distances). Samples of uint8 data are rounded to whole grey levels, as hpcgan.sample writes

@@ -161,7 +161,8 @@ class Loop:
             )
         # A beat per block: a long evaluation is progress, not a hung peer.
         beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")
-        metrics = self.evaluator.evaluate(self.trainer.sampler(), beat)
+        result = self.evaluator.run(self.trainer.sampler(), beat)
+        metrics = result.metrics
         seconds = time.perf_counter() - t0
         name = self.best_metric()
         if name is not None and name not in metrics:
@@ -173,6 +174,8 @@ class Loop:
             self.log.metrics({"step": step, **metrics, "time/eval_s": seconds})
             if self.board is not None:
                 self.board.scalars(step, metrics)
+                unit = "image" if self.reader.info.ndim == 2 else "box"
+                self.board.spectrum(step, result.curves, unit)
             shown = {k: v for k, v in metrics.items() if "/class_frac/" not in k}
             self.log.info(
                 f"eval at step {step} ({seconds:.0f} s): "

@@ -4,7 +4,7 @@ A sample is ``(C, *S)``: ``len(S)`` is 2 for images and maps, 3 for volumes. Mod
 spectral loss and the metrics take their convolution, transposed convolution, batch norm,
 pooling, interpolation mode and FFT axes from :func:`ops` (as MONAI's ``Conv[Conv.CONV,
 spatial_dims]`` factories do), so no other module names a rank-specific layer or axis tuple.
-Only 2 is wired up through the models so far (docs/design.md, section 5).
+Models are built for 2 and 3 (docs/design.md, section 5).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Ops:
     adaptive_avg_pool: type[nn.Module]  # nn.AdaptiveAvgPool{ndim}d
     avg_pool: Callable[..., torch.Tensor]  # F.avg_pool{ndim}d
     linear_mode: str  # F.interpolate's mode for linear resizing: linear, bilinear, trilinear
+    channels_last: torch.memory_format  # train.channels_last: channels_last(_3d); none for 1
 
     @property
     def fft_dims(self) -> tuple[int, ...]:
@@ -46,6 +47,7 @@ OPS: dict[int, Ops] = {
         nn.AdaptiveAvgPool1d,
         F.avg_pool1d,
         "linear",
+        torch.contiguous_format,
     ),
     2: Ops(
         2,
@@ -55,6 +57,7 @@ OPS: dict[int, Ops] = {
         nn.AdaptiveAvgPool2d,
         F.avg_pool2d,
         "bilinear",
+        torch.channels_last,
     ),
     3: Ops(
         3,
@@ -64,6 +67,7 @@ OPS: dict[int, Ops] = {
         nn.AdaptiveAvgPool3d,
         F.avg_pool3d,
         "trilinear",
+        torch.channels_last_3d,
     ),
 }
 

@@ -8,11 +8,14 @@ against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval
   losses.png       loss/D and loss/G per log interval
   throughput.png   training images per second per log interval
   metrics.png      the eval/* metrics that training logged (run.eval_every), over steps
-  spectrum.png     power spectrum P(k) of data and samples, and their ratio
-  histogram.png    pixel-value distribution of data and samples, in physical units
-  minkowski.png    Minkowski functionals V0, V1, V2 of data and samples over thresholds
+  spectrum.png     power spectrum P(k) of data and samples, and their ratio (volumes: the
+                   spherically averaged 3-D spectrum)
+  histogram.png    pixel (voxel) value distribution of data and samples, in physical units
+  minkowski.png    Minkowski functionals of data and samples over thresholds (V0..V2 of
+                   images, V0..V3 of volumes)
   classes.png      fraction of samples per predicted class, next to the data's
-  samples.png      real samples (left) next to generated ones (right)
+  samples.png      real samples (left) next to generated ones (right); a volume shows its
+                   central slices (top) and mean projections (bottom) along D, H and W
   summary.txt      the run, the training, and every metric next to its noise floor
 Spectrum and Minkowski figures are drawn for fields and one-channel images, classes.png for
 labelled data, the others always (when their records exist).
@@ -37,11 +40,12 @@ from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import Evaluator, Result
-from hpcgan.metrics.minkowski import NAMES
+from hpcgan.metrics.minkowski import names
 from hpcgan.session import inference_device
 from hpcgan.trained import LoadedRun, command_line, generate, load_run
 
 GRID = 36  # real and generated samples in samples.png
+GRID_VOLUMES = 16  # ... of volumes (each a tile of 6 panels)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -109,7 +113,7 @@ def plot_metrics(records: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_spectrum(c: dict[str, np.ndarray], path: Path) -> Path:
+def plot_spectrum(c: dict[str, np.ndarray], path: Path, unit: str = "image") -> Path:
     fig = Figure(figsize=(7, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     k = c["k"][1:]
@@ -119,7 +123,7 @@ def plot_spectrum(c: dict[str, np.ndarray], path: Path) -> Path:
     top.legend()
     bottom.loglog(k, c["ps_fake"][1:] / c["ps_real"][1:], "r-")
     bottom.axhline(1.0, color="k", lw=0.8)
-    bottom.set(xlabel="k (cycles per image)", ylabel="generated / data")
+    bottom.set(xlabel=f"k (cycles per {unit})", ylabel="generated / data")
     for ax in (top, bottom):
         ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
@@ -145,13 +149,21 @@ def plot_histogram(c: dict[str, np.ndarray], metrics: dict[str, float], log_x: b
     return _save(fig, path)
 
 
+MINKOWSKI_LABELS = {
+    2: ("area fraction", "boundary length per pixel", "Euler char. per pixel"),
+    3: ("volume fraction", "surface area / 6 per voxel", "mean curvature / 3 pi per voxel",
+        "Euler char. per voxel"),
+}  # fmt: skip
+
+
 def plot_minkowski(c: dict[str, np.ndarray], log_x: bool, path: Path) -> Path:
-    fig = Figure(figsize=(12, 3.6))
-    labels = ("V0: area fraction", "V1: boundary length per pixel", "V2: Euler char. per pixel")
-    for i, ax in enumerate(fig.subplots(1, 3)):
+    ndim = 3 if len(c["mink_real"]) == 4 else 2
+    labels, keys = MINKOWSKI_LABELS[ndim], names(ndim)
+    fig = Figure(figsize=(4 * len(keys), 3.6))
+    for i, ax in enumerate(fig.subplots(1, len(keys))):
         ax.plot(c["thresholds"], c["mink_real"][i], "k.-", label="data")
         ax.plot(c["thresholds"], c["mink_fake"][i], "r.--", label="generated")
-        ax.set(xlabel="threshold (data units)", title=f"{NAMES[i]}: {labels[i].split(': ')[1]}")
+        ax.set(xlabel="threshold (data units)", title=f"{keys[i]}: {labels[i]}")
         if log_x:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels would overlap
@@ -185,7 +197,7 @@ def plot_samples(real: torch.Tensor, fake: torch.Tensor, field: bool, path: Path
 
 
 def real_batch(evaluator: Evaluator, n: int) -> torch.Tensor:
-    """The first n real evaluation samples [n, C, H, W] in [-1, 1]."""
+    """The first n real evaluation samples [n, C, *S] in [-1, 1]."""
     _, raw, _ = next(evaluator.real.read(range(1)))
     return torch.from_numpy(evaluator.transform.encode(raw[:n]))
 
@@ -243,11 +255,13 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
         plot_histogram(curves, result.metrics, log_x, out / "histogram.png"),
     ]
     if "ps_real" in curves:
-        written.append(plot_spectrum(curves, out / "spectrum.png"))
+        unit = "image" if run.info.ndim == 2 else "box"
+        written.append(plot_spectrum(curves, out / "spectrum.png", unit))
+    if "mink_real" in curves:
         written.append(plot_minkowski(curves, log_x, out / "minkowski.png"))
     if "class_frac_real" in curves:
         written.append(plot_classes(curves, out / "classes.png"))
-    count = min(GRID, n, evaluator.real.block)
+    count = min(GRID if run.info.ndim <= 2 else GRID_VOLUMES, n, evaluator.real.block)
     fake = generate(run, count, 0)
     written.append(
         plot_samples(

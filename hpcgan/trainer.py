@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
-from hpcgan import objectives
+from hpcgan import nd, objectives
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, TrainConfig
 from hpcgan.profile import NoTimer
@@ -58,6 +59,13 @@ def nonfinite_flag(params: list[nn.Parameter]) -> torch.Tensor:
     return (~total.isfinite()).float()
 
 
+def memory_format(D: nn.Module) -> torch.memory_format:
+    """train.channels_last for the models' spatial rank (that of D's convolutions):
+    channels_last for images, channels_last_3d for volumes."""
+    ranks = {len(m.kernel_size) for m in D.modules() if isinstance(m, _ConvNd)}
+    return nd.ops(ranks.pop()).channels_last if len(ranks) == 1 else torch.contiguous_format
+
+
 class Trainer:
     """G and D replicas, their optimizers, G's moving average, and the step that updates them."""
 
@@ -77,7 +85,7 @@ class Trainer:
         self.timer = timer or NoTimer()  # hpcgan.bench passes a StepTimer
         self.num_classes = num_classes
         self.dtype = _DTYPES.get(t.precision, torch.float32)
-        self._memory = torch.channels_last if t.channels_last else torch.contiguous_format
+        self._memory = memory_format(D) if t.channels_last else torch.contiguous_format
         self.G = G.to(device=device, dtype=self.dtype, memory_format=self._memory)
         self.D = D.to(device=device, dtype=self.dtype, memory_format=self._memory)
         comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters

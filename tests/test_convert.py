@@ -304,7 +304,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
     image_folder(folder / "mixed", {"b": 1}, size=(8, 9))
     (folder / "empty").mkdir()
     np.save(folder / "rank2.npy", np.zeros((4, 4)))
-    np.save(folder / "rank5.npy", np.zeros((2, 2, 2, 2, 2)))
+    np.save(folder / "rank6.npy", np.zeros((2, 2, 2, 2, 2, 2)))  # (rank 5: volumes)
     np.save(folder / "none.npy", np.zeros((0, 4, 4)))
     nan = np.ones((6, 4, 4), np.float32)
     nan[4, 1, 1] = np.nan
@@ -321,7 +321,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
         "not an image": ([folder / "text.png"], "text.png: not a readable image"),
         "mixed sizes": ([folder / "mixed"], f"differ in size: {folder}/mixed/a/000.png has 8x8"),
         "rank 2": ([folder / "rank2.npy"], "shape (4, 4) has rank 2; expected (N, H, W)"),
-        "rank 5": ([folder / "rank5.npy"], "has rank 5"),
+        "rank 6": ([folder / "rank6.npy"], "has rank 6"),
         "NaN": ([folder / "nan.npy"], "nan.npy sample 4 holds NaN or Inf values"),
         "Inf": ([folder / "inf.npy"], "inf.npy sample 4 holds NaN or Inf values"),
         "empty folder": ([folder / "empty"], "empty: no image files"),
@@ -342,7 +342,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list, str]]:
 
 
 BAD = [
-    "corrupt image", "not an image", "mixed sizes", "rank 2", "rank 5", "NaN", "Inf",
+    "corrupt image", "not an image", "mixed sizes", "rank 2", "rank 6", "NaN", "Inf",
     "empty folder", "empty array", "no --key", "wrong --key", "h5 --key", "fake HDF5",
     "forced HDF5", "missing",
 ]  # fmt: skip

@@ -212,7 +212,7 @@ def test_sample_of_an_ac_gan_run_writes_its_classes(tmp_path, digits_h5):
         assert list(f["labels"][:]) == [i % 10 for i in range(12)]
 
 
-def test_minkowski_metrics_are_reported_for_2d_samples_only():
+def test_minkowski_metrics_are_reported_for_2d_and_3d_samples():
     from hpcgan.data.format import DatasetInfo
 
     stats = {"min": 0.1, "max": 10.0, "mean": 1.0, "std": 1.0}
@@ -222,4 +222,5 @@ def test_minkowski_metrics_are_reported_for_2d_samples_only():
     )
     assert "eval/minkowski_err" in metric_names(maps)
     assert "eval/ps_rel_err" in metric_names(volumes)
-    assert not any("minkowski" in name for name in metric_names(volumes))
+    assert "eval/minkowski_v3_err" in metric_names(volumes)
+    assert "eval/minkowski_v3_err" not in metric_names(maps)

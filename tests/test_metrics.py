@@ -163,13 +163,13 @@ def test_sums_split_across_ranks_add_up_to_the_one_rank_sums():
     assert metrics["eval/fd_f"] == pytest.approx(0, abs=1e-9)
 
 
-def test_volumes_get_a_power_spectrum_but_no_minkowski_functionals():
-    """Minkowski functionals are of pixel squares (2-D); the spectrum is any rank's."""
+def test_volumes_get_a_power_spectrum_and_3d_minkowski_functionals():
+    """The spectrum is any rank's; volumes get V0..V3 of the voxel complex (issue 14)."""
     from hpcgan.comm.base import SingleProcess
 
     layout = Layout((1, 8, 8, 8), spatial=True)
-    assert layout.ndim == 3 and not layout.minkowski
-    assert "power" in layout.shapes() and "minkowski" not in layout.shapes()
+    assert layout.ndim == 3 and layout.minkowski
+    assert "power" in layout.shapes() and layout.shapes()["minkowski"] == (4, layout.bins)
     gen = torch.Generator().manual_seed(5)
     real, fake = SampleStats(layout, torch.device("cpu")), SampleStats(layout, torch.device("cpu"))
     x = torch.rand(4, 1, 8, 8, 8, generator=gen) * 2 - 1
@@ -179,5 +179,7 @@ def test_volumes_get_a_power_spectrum_but_no_minkowski_functionals():
         real.reduce(SingleProcess()), fake.reduce(SingleProcess()), layout, IDENTITY
     )
     assert metrics["eval/ps_rel_err"] == pytest.approx(0.21)  # 1.1^2 times the power
-    assert not any("minkowski" in name for name in metrics) and "mink_real" not in curves
+    assert {f"eval/minkowski_v{i}_err" for i in range(4)} <= set(metrics)
+    assert curves["mink_real"].shape == (4, len(curves["thresholds"]))
     assert Layout((1, 16, 16), spatial=True).minkowski
+    assert not Layout((1, 16), spatial=True).minkowski

@@ -179,11 +179,67 @@ def test_the_rank_table_is_complete_and_refuses_other_ranks():
         up = torch.nn.functional.interpolate(x, scale_factor=2, mode=ops.linear_mode)
         assert up.shape == (2, 2, *[16] * ndim)
     assert nd.ops(2).conv is torch.nn.Conv2d and nd.ops(3).conv is torch.nn.Conv3d
+    assert nd.ops(2).channels_last == torch.channels_last
+    assert nd.ops(3).channels_last == torch.channels_last_3d
     with pytest.raises(UserError, match="4 spatial dimensions"):
         nd.ops(4)
 
 
-@pytest.mark.parametrize("shape", [(1, 16, 16, 16), (1, 64)])
-def test_models_are_built_for_2d_samples_only_so_far(shape):
+@pytest.mark.parametrize("shape", [(1, 16, 16, 16, 16), (1, 64)])
+def test_models_are_built_for_2d_and_3d_samples_only(shape):
     with pytest.raises(UserError, match="2-D samples"):
         build_models(ModelConfig(), shape)
+
+
+@pytest.mark.parametrize(
+    "arch,extra",
+    [
+        ("mlp", {}),
+        ("dcgan", {}),
+        ("dcgan", {"upsample": "nearest", "spectral_norm": True}),
+        ("resnet", {"attention": 8, "depth": 2}),
+        ("resnet", {"norm": "none", "spectral_norm": True}),
+    ],
+)
+def test_every_arch_builds_volumes(arch, extra):
+    """5-D data: the same keys build 3-D layers, G makes [N, C, D, H, W], D scores it, with
+    the projection term and the AC-GAN head."""
+    from hpcgan.models.base import SelfAttention
+
+    cfg = ModelConfig(arch=arch, width=4, z_dim=8, conditional=True, **extra)
+    G, D = build_models(cfg, (2, 16, 16, 16), num_classes=3, aux_classifier=True)
+    convs = [
+        m for m in [*G.modules(), *D.modules()] if isinstance(m, torch.nn.modules.conv._ConvNd)
+    ]
+    assert convs and all(len(m.kernel_size) == 3 for m in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*G.modules(), *D.modules()])
+    y = torch.tensor([0, 1, 2])
+    x = G(torch.randn(3, 8), y)
+    assert x.shape == (3, 2, 16, 16, 16) and x.abs().max() <= 1
+    logits, aux = D(x, y)
+    assert logits.shape == (3,) and aux.shape == (3, 3)
+    assert not torch.allclose(logits, D(x, torch.tensor([1, 1, 1]))[0])  # projection
+    attention = [m for m in [*G.modules(), *D.modules()] if isinstance(m, SelfAttention)]
+    assert len(attention) == (2 if extra.get("attention") else 0)
+
+
+def test_volume_self_attention_flattens_every_spatial_axis():
+    from hpcgan.models.base import SelfAttention
+
+    attn = SelfAttention(8, nd.ops(3))
+    attn.gamma.data.fill_(1.0)
+    x = torch.randn(2, 8, 4, 4, 4)
+    out = attn(x)
+    assert out.shape == x.shape
+    # Every voxel attends to every other: changing one voxel changes the output everywhere.
+    x2 = x.clone()
+    x2[:, :, 0, 0, 0] += 1
+    assert (attn(x2) - out)[:, :, 3, 3, 3].abs().min() > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 51, 51, 25), (1, 25, 25, 25), (1, 8, 8, 8), (1, 32, 32, 16)])
+def test_non_cubic_or_odd_volumes_are_refused_in_one_line(shape):
+    for arch in ("mlp", "dcgan", "resnet"):
+        with pytest.raises(UserError, match="cubic volumes with equal power-of-two sides") as e:
+            build_models(ModelConfig(arch=arch), shape)
+        assert "x".join(map(str, shape[1:])) in str(e.value) and "\n" not in str(e.value)

@@ -10,7 +10,10 @@ from hpcgan.data.write import write_dataset
 BUILTIN = {
     "digits": "digits-32.h5",
     "grf": "grf-64.h5",
+    "grf3d": "grf3d-32.h5",
 }
+# grf3d: volumes and side (tests make a smaller one).
+GRF3D_N, GRF3D_SIZE = 2048, 32
 
 
 def builtin_path(root: str, name: str) -> Path:
@@ -28,7 +31,11 @@ def prepare_builtin(root: str, name: str) -> Path:
     if name == "digits":
         images, labels = synth.digits(size=32)
         write_dataset(path, images, labels, kind="image", source="sklearn-digits 32x32")
-    else:
+    elif name == "grf":
         fields = synth.grf(4096, size=64, seed=0)
         write_dataset(path, fields, None, kind="field", source=synth.grf_source(seed=0))
+    else:  # grf3d: 2048 volumes of 32^3 (256 MiB), as `data_prep synth --kind grf3d`
+        fields = synth.grf(GRF3D_N, size=GRF3D_SIZE, seed=0, ndim=3)
+        source = synth.grf_source(seed=0, ndim=3)
+        write_dataset(path, fields, None, kind="field", source=source)
     return path

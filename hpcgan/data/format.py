@@ -3,7 +3,8 @@ section 5). hpcgan.data.write writes it; hpcgan.data.verify checks every value.
 
 Layout::
 
-    /images         [N, C, H, W] uint8 (images) or float32 (physical fields), chunked along axis 0
+    /images         [N, C, H, W] (images, maps) or [N, C, D, H, W] (volumes); uint8 (images)
+                    or float32 (physical fields), chunked along axis 0
     /labels         optional [N] int64, class indices >= 0
     /images_crc32   [ceil(N / chunk)] uint32: CRC-32 of each chunk's values (C order, as stored
                     uncompressed), so `scan` can tell which samples changed after writing
@@ -13,8 +14,9 @@ Layout::
                      labels_crc32 (with /labels)
 
 Files written before checksums existed lack /images_crc32 and the channel_* attributes; they
-stay valid and `scan` checks what they have. A sample is (C, *spatial); schema 1 files hold
-two spatial dimensions today.
+stay valid and `scan` checks what they have. A sample is (C, *spatial) with two spatial
+dimensions (H, W) or three (D, H, W); everything else (statistics, checksums, chunks, verify,
+the reader) treats a sample as C rows of values and does not care which.
 
 Files are opened without HDF5 file locking because parallel file systems (Lustre, GPFS) often
 do not support it and many ranks read one file.
@@ -42,9 +44,10 @@ STAT_KEYS = ("min", "max", "mean", "std")
 CHANNEL_KEYS = tuple(f"channel_{key}" for key in STAT_KEYS)
 COMPRESSIONS = (None, "lzf", "gzip")
 CHECKSUMS = "images_crc32"
-# Spatial dimensions a schema-1 file may hold: maps and images (H, W). Volumes come later;
-# this is the one place that says so.
-SPATIAL_RANKS = (2,)
+# Spatial dimensions a schema-1 file may hold: maps and images (H, W), volumes (D, H, W).
+# This is the one place that says so.
+SPATIAL_RANKS = (2, 3)
+SHAPES = "rank 4 [N, C, H, W] or rank 5 [N, C, D, H, W]"
 
 # Values per read/write block: whole chunks, with float64 temporaries of about 8 MiB that stay
 # in cache while the statistics make their passes.
@@ -76,7 +79,7 @@ class DatasetInfo:
     path: str
     n: int
     channels: int
-    spatial: tuple[int, ...]  # (H, W) for images and maps
+    spatial: tuple[int, ...]  # (H, W) for images and maps, (D, H, W) for volumes
     dtype: str
     kind: str
     source: str
@@ -172,7 +175,7 @@ def _describe(f: h5py.File, path: Path) -> DatasetInfo:
         raise SchemaError(f"{path}: no /images dataset")
     shape = images.shape
     if len(shape) - 2 not in SPATIAL_RANKS:
-        raise SchemaError(f"{path}: /images has shape {shape}, expected rank 4 [N, C, H, W]")
+        raise SchemaError(f"{path}: /images has shape {shape}, expected {SHAPES}")
     if images.dtype.name not in DTYPES:
         raise SchemaError(f"{path}: /images has dtype {images.dtype}, expected uint8 or float32")
     n = shape[0]

@@ -5,6 +5,7 @@ download-free, with known properties.
   scikit-learn), scaled to 0..255 and upsampled, with labels 0..9.
 - grf: lognormal Gaussian random fields whose log has power spectrum P(k) ∝ k^slope, a
   stand-in for cosmology maps: a trained generator should reproduce the spectrum.
+- grf3d: the same fields as volumes (ndim=3), a stand-in for matter-density boxes.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def spectrum(k: np.ndarray, slope: float = -3.0) -> np.ndarray:
     return power
 
 
-def grf_source(slope: float = -3.0, sigma: float = 0.8, seed: int = 0) -> str:
-    """The `source` attribute of a grf dataset: enough to regenerate it."""
-    return f"grf slope={slope:g} sigma={sigma:g} seed={seed}"
+def grf_source(slope: float = -3.0, sigma: float = 0.8, seed: int = 0, ndim: int = 2) -> str:
+    """The `source` attribute of a grf dataset: enough to regenerate it (2D as before, volumes
+    as "grf3d ...")."""
+    name = "grf" if ndim == 2 else f"grf{ndim}d"
+    return f"{name} slope={slope:g} sigma={sigma:g} seed={seed}"
 
 
 def grf(

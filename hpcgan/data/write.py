@@ -240,7 +240,9 @@ def _check_inputs(
 ) -> np.ndarray | None:
     """Reject data that would not make a schema-1 file; return the labels as int64."""
     if images.ndim - 2 not in SPATIAL_RANKS:
-        raise SchemaError(f"{path}: images must be [N, C, H, W], got shape {images.shape}")
+        raise SchemaError(
+            f"{path}: images must be [N, C, H, W] or [N, C, D, H, W], got shape {images.shape}"
+        )
     if images.dtype.name not in DTYPES:
         raise SchemaError(f"{path}: images must be uint8 or float32, got {images.dtype}")
     if len(images) == 0 or 0 in images.shape:

@@ -68,13 +68,13 @@ def _power_spectrum(real: Totals, fake: Totals, layout: Layout) -> Comparison:
 
 
 def _minkowski(real: Totals, fake: Totals, layout: Layout, transform: ValueTransform) -> Comparison:
-    """Minkowski functionals of excursion sets over thresholds (2-D only)."""
+    """Minkowski functionals of excursion sets over thresholds (2-D: V0..V2, 3-D: V0..V3)."""
     thresholds = histogram.quantile_bins(real["pixels"], QUANTILES)
     m_real = minkowski.functionals(real["pixels"], real["minkowski"], thresholds)
     m_fake = minkowski.functionals(fake["pixels"], fake["minkowski"], thresholds)
     errors = minkowski.curve_errors(m_fake, m_real)
     metrics = {"eval/minkowski_err": float(errors.mean())}
-    for name, err in zip(minkowski.NAMES, errors):
+    for name, err in zip(minkowski.names(layout.ndim), errors):
         metrics[f"eval/minkowski_{name.lower()}_err"] = float(err)
     edges = -1.0 + thresholds * (2.0 / layout.bins)  # lower edge of each threshold bin
     curves = {"thresholds": _physical(transform, edges), "mink_real": m_real, "mink_fake": m_fake}

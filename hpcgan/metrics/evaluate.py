@@ -48,8 +48,8 @@ class Result:
 
 
 def is_spatial(info: DatasetInfo) -> bool:
-    """Whether the power spectrum (and, for 2-D samples, the Minkowski functionals) apply:
-    fields and one-channel images."""
+    """Whether the power spectrum (and, for 2-D and 3-D samples, the Minkowski functionals)
+    apply: fields and one-channel images."""
     return info.kind == "field" or info.channels == 1
 
 
@@ -58,9 +58,9 @@ def metric_names(info: DatasetInfo) -> list[str]:
     names = ["eval/ks", "eval/w1", "eval/mean_rel_err", "eval/std_rel_err"]
     if is_spatial(info):
         names += ["eval/ps_rel_err"]
-    if is_spatial(info) and info.ndim == 2:  # Minkowski functionals of pixel squares: 2-D
+    if is_spatial(info) and info.ndim in (2, 3):  # of pixel squares or voxel cubes
         names += ["eval/minkowski_err"]
-        names += [f"eval/minkowski_{name.lower()}_err" for name in minkowski.NAMES]
+        names += [f"eval/minkowski_{name.lower()}_err" for name in minkowski.names(info.ndim)]
     if info.num_classes >= 2:
         names += ["eval/fd_classifier", "eval/kid_classifier", "eval/coverage_min"]
         names += [f"eval/class_frac/{c}" for c in range(info.num_classes)]

@@ -19,6 +19,7 @@ from hpcgan.files import atomic_write
 from hpcgan.metrics import histogram, minkowski
 
 Totals = dict[str, np.ndarray]  # reduced sums by name, on the host
+VOLUME_VALUES = 1 << 24  # volumes are summed a few at a time: at most this many values at once
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Layout:
     """What is accumulated: fixed by the dataset and the feature extractors, not by the data."""
 
     shape: tuple[int, ...]  # (C, *S)
-    spatial: bool  # power spectrum, and in 2-D Minkowski functionals (fields, one channel)
+    spatial: bool  # power spectrum, and in 2-D/3-D Minkowski functionals (fields, one channel)
     features: dict[str, int] = field(default_factory=dict)  # extractor name -> feature size
     num_classes: int = 0  # classes the classifier predicts (coverage); 0 = none
     kid_rows: int = 0  # features of the first kid_rows samples, kept for KID
@@ -39,8 +40,8 @@ class Layout:
 
     @property
     def minkowski(self) -> bool:
-        """Whether Minkowski functionals (of pixel squares: 2-D by nature) are accumulated."""
-        return self.spatial and self.ndim == 2
+        """Whether Minkowski functionals (of pixel squares or voxel cubes) are accumulated."""
+        return self.spatial and self.ndim in (2, 3)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every sum (``/kid`` rows are kept, not summed, but add as zeros)."""
@@ -48,7 +49,7 @@ class Layout:
         if self.spatial:
             out["power"] = (spectrum.num_bins(self.shape[1:]),)
         if self.minkowski:
-            out["minkowski"] = (3, self.bins)
+            out["minkowski"] = (minkowski.rows(self.ndim), self.bins)
         for name, dim in self.features.items():
             out[f"{name}/sum"] = (dim,)
             out[f"{name}/outer"] = (dim, dim)
@@ -80,6 +81,14 @@ class SampleStats:
         physical units, ``first`` the position of y[0] in this set (for KID's rows),
         ``features`` [b, d] per extractor, ``predicted`` classes [b]."""
         s, lay = self.sums, self.layout
+        per_sample = y[0].numel() if len(y) else 0
+        if lay.ndim == 3 and len(y) > 1 and len(y) * per_sample > VOLUME_VALUES:
+            step = max(1, VOLUME_VALUES // per_sample)  # bounds the temporaries of big volumes
+            for i in range(0, len(y), step):
+                part = {k: f[i : i + step] for k, f in features.items()}
+                guess = predicted[i : i + step] if predicted is not None else None
+                self.add(y[i : i + step], x[i : i + step], first + i, part, guess)
+            return
         index = histogram.bin_index(y, lay.bins)  # [b, C, *S]
         s["count"] += y.shape[0]
         s["pixels"] += histogram.count(index, lay.bins)
@@ -87,7 +96,9 @@ class SampleStats:
         s["moments"] += torch.stack([xd.sum(), xd.square().sum()])
         if lay.spatial:
             s["power"] += spectrum.power_sums(x)
-        if lay.minkowski:
+        if lay.minkowski and lay.ndim == 3:
+            s["minkowski"] += minkowski.cell_counts_3d(index, lay.bins)
+        elif lay.minkowski:
             s["minkowski"] += minkowski.edge_vertex_counts(index, lay.bins)
         for name, f in features.items():
             f = f.double()  # [b, d]

@@ -30,17 +30,18 @@ def build_models(
     """
     shape = tuple(shape)
     spatial = shape[1:]
-    if len(spatial) != 2:
+    if len(spatial) not in (2, 3):
         raise UserError(
-            f"model.arch={cfg.arch} builds models for 2-D samples (C, H, W) only so far, "
-            f"the dataset has samples of shape {shape}"
+            f"model.arch={cfg.arch} builds models for 2-D samples (C, H, W) and 3-D samples "
+            f"(C, D, H, W) only, the dataset has samples of shape {shape}"
         )
     ops = nd.ops(len(spatial))
     size = spatial[0]
     if len(set(spatial)) > 1 or size < 16 or size & (size - 1):
+        kind = "square images" if len(spatial) == 2 else "cubic volumes"
         raise UserError(
-            f"model.arch={cfg.arch} needs square images with a power-of-two size >= 16, "
-            f"the dataset has {'x'.join(map(str, spatial))}"
+            f"model.arch={cfg.arch} needs {kind} with equal power-of-two sides >= 16, "
+            f"the dataset has {'x'.join(map(str, spatial))} (resize or crop it when converting)"
         )
     if (cfg.conditional or aux_classifier) and num_classes < 2:
         raise UserError(
@@ -55,7 +56,7 @@ def build_models(
     if cfg.attention and not (cfg.arch == "resnet" and 8 <= cfg.attention <= size // 2):
         raise UserError(
             f"model.attention={cfg.attention} needs model.arch=resnet and a resolution from 8 "
-            f"to {size // 2} (half the image size), where G and D both have feature maps"
+            f"to {size // 2} (half the sample size), where G and D both have feature maps"
         )
     classes = num_classes if (cfg.conditional or aux_classifier) else 0
     embed = min(cfg.z_dim, 64) if classes else 0
