@@ -32,6 +32,21 @@ RECIPES = {
         "train.ema_halflife_images=5000",
     ],
     "digits": ["data.builtin=digits"],
+    # The grf recipe in 3D, narrower (3D convolutions cost ~30x more per sample on CPUs) and
+    # with half the batch, for twice the G updates in the same minutes.
+    "grf3d": [
+        "data.builtin=grf3d",
+        "model.arch=dcgan",
+        "model.width=16",
+        "model.upsample=nearest",
+        "train.loss=hinge",
+        "model.spectral_norm=true",
+        "train.beta1=0.0",
+        "train.beta2=0.9",
+        "train.spectral_weight=1.0",
+        "train.ema_halflife_images=5000",
+        "train.batch_size=32",
+    ],
 }
 
 

@@ -72,7 +72,7 @@ def main() -> int:
     p.add_argument("--root", default=str(ROOT))
     p.add_argument("--np", type=int, default=2)
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--only", default=",".join(CASES))
+    p.add_argument("--only", default="digits,grf", help=f"cases, of: {', '.join(CASES)}")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="added to every case")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="hpcgan-equiv-") as tmp:
