@@ -84,3 +84,19 @@ def tiny(run_dir: Path, data: Path, *extra: str) -> list[str]:
         "run.log_every=5",
         *extra,
     ]
+
+
+def convert(*args: object) -> int:
+    """``python -m data_prep convert ARGS`` in this process; its exit code."""
+    from data_prep.__main__ import main
+
+    return main(["convert", *map(str, args)])
+
+
+def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """A dataset file's images, labels (or None) and root attributes, read back whole."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        labels = f["labels"][()] if "labels" in f else None
+        return f["images"][()], labels, dict(f.attrs)

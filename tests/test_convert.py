@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, mpi_env
+from conftest import ROOT, convert, mpi_env, stored
 from PIL import Image
 
 from data_prep.__main__ import main
@@ -23,16 +23,6 @@ from hpcgan.data.format import SchemaError, read_info
 from hpcgan.data.verify import scan
 
 RNG = np.random.default_rng(0)
-
-
-def convert(*args: object) -> int:
-    return main(["convert", *map(str, args)])
-
-
-def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    with h5py.File(path, "r") as f:
-        labels = f["labels"][()] if "labels" in f else None
-        return f["images"][()], labels, dict(f.attrs)
 
 
 def image_folder(root: Path, classes: dict[str, int], size=(12, 10), mode="RGB") -> dict:

@@ -4,28 +4,15 @@ shapes; 1 and 2 ranks byte-identical. Inputs are tiny arrays made per test."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
-from conftest import launch
+from conftest import convert, launch, stored
 
-from data_prep.__main__ import main
 from hpcgan.data.format import read_info
 from hpcgan.data.verify import scan
 
 RNG = np.random.default_rng(3)
-
-
-def convert(*args: object) -> int:
-    return main(["convert", *map(str, args)])
-
-
-def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    with h5py.File(path, "r") as f:
-        labels = f["labels"][()] if "labels" in f else None
-        return f["images"][()], labels, dict(f.attrs)
 
 
 def _error(capsys) -> str:
