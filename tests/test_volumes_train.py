@@ -161,9 +161,11 @@ def _checkpoint(run: Path, step: int) -> dict:
     return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
 
 
-def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path):
-    """python -m hpcgan.train on a 5-D HDF5 file: a run stopped by SIGUSR1 (exit 75) and
-    resumed ends bitwise where the uninterrupted run ends (G, D, G_ema, optimizers)."""
+@pytest.mark.parametrize("how", ["SIGUSR1", "kill -9"])
+def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path, how):
+    """python -m hpcgan.train on a 5-D HDF5 file: a run stopped by SIGUSR1 (a checkpoint, exit
+    75) or killed with SIGKILL after its step-6 checkpoint (no handler runs) and then resumed
+    ends bitwise where the uninterrupted run ends (G, D, G_ema, optimizers)."""
     data = tmp_path / "vol.h5"
     fields = synth.grf(32, size=16, seed=0, ndim=3)  # [32, 1, 16, 16, 16]
     write_dataset(data, fields, None, kind="field", source="test grf3d 16^3")
@@ -185,14 +187,17 @@ def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path):
     cmd = [sys.executable, "-m", "hpcgan.train", *tiny(stopped, data, *common)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=mpi_env(), stdout=subprocess.PIPE, text=True)
     for line in p.stdout:
-        if "step 2/" in line:
+        if how == "SIGUSR1" and "step 2/" in line:
             p.send_signal(signal.SIGUSR1)  # preemption: checkpoint and exit 75
             break
+        if how == "kill -9" and "step 8/" in line:  # the step-6 checkpoint is written
+            p.kill()
+            break
     p.stdout.read()
-    assert p.wait(timeout=120) == 75
+    assert p.wait(timeout=120) == (75 if how == "SIGUSR1" else -signal.SIGKILL)
     latest = (stopped / "checkpoints" / "latest").read_text().strip()
     at = _checkpoint(stopped, int(latest[5:13]))["step"]
-    assert 2 <= at < 12
+    assert 2 <= at < 12 if how == "SIGUSR1" else at == 6
     proc = launch(tiny(stopped, data, *common))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"at step {at}" in proc.stdout
