@@ -201,9 +201,17 @@ class Loop:
         self.log.info(
             f"step {done}/{self.cfg.train.steps} | loss D {stats['loss/D']:.3f} "
             f"G {stats['loss/G']:.3f} | {img_s:.0f} img/s | "
-            f"eta {format_eta((self.cfg.train.steps - done) / rate)}"
+            f"eta {self._eta(done, rate)}"
             + (f" | {skipped} non-finite steps skipped" if skipped else "")
         )
+
+    def _eta(self, done: int, rate: float) -> str:
+        """Time to whichever comes first: train.steps, or train.max_minutes (then marked)."""
+        to_steps = (self.cfg.train.steps - done) / rate
+        limit = self.stop.seconds_left()
+        if limit is not None and limit < to_steps:
+            return f"{format_eta(limit)} (train.max_minutes)"
+        return format_eta(to_steps)
 
     def check_replicas(self) -> None:
         """Collective: fail loudly if any rank's parameters drifted from rank 0's."""

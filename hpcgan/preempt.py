@@ -28,6 +28,10 @@ class StopRequest:
     def _on_signal(self, signum: int, _frame) -> None:
         self.signal_name = signal.Signals(signum).name
 
+    def seconds_left(self) -> float | None:
+        """Time until train.max_minutes stops the run (None: no limit)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
     def agreed(self, comm: Comm) -> str | None:
         """Collective: why every rank must stop now, or None to go on."""
         timed_out = self.deadline is not None and time.monotonic() >= self.deadline

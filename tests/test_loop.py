@@ -3,6 +3,7 @@ resume and the divergence guard's reload."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import torch
@@ -13,6 +14,7 @@ from hpcgan.config import load_config
 from hpcgan.data.format import read_info
 from hpcgan.loop import Loop
 from hpcgan.models import build_models
+from hpcgan.preempt import StopRequest
 from hpcgan.run_state import Checkpoint
 from hpcgan.trainer import Trainer
 
@@ -63,3 +65,20 @@ def test_resume_with_another_d_steps_reads_on_where_the_checkpoint_left(digits_h
     assert restore(loop, tmp_path, state) == 5
     assert [loop.next_batch(s) for s in (5, 6, 7)] == [10, 11, 12]
     assert loop.checkpoint(7).to_state()["data"]["batches"] == 12
+
+
+def test_eta_is_the_time_to_whichever_limit_comes_first():
+    """A 1,000,000-step run with train.max_minutes=20 shows the time to the 20 minutes."""
+    cfg = load_config(None, ["train.steps=1000000", "train.max_minutes=20"])
+    # StopRequest's own clock, without installing its signal handlers in pytest's process
+    stop = SimpleNamespace(deadline=time.monotonic() + 20 * 60)
+    stop.seconds_left = lambda: StopRequest.seconds_left(stop)
+    loop = SimpleNamespace(cfg=cfg, stop=stop)
+    eta = Loop._eta(loop, done=100, rate=2.0)  # 2 steps/s: 138 h to the steps
+    assert eta.endswith("(train.max_minutes)")
+    minutes, _ = map(int, eta.split()[0].split(":"))  # m:ss under an hour
+    assert 19 <= minutes <= 20
+    cfg.train.steps = 1000
+    assert Loop._eta(loop, done=900, rate=2.0) == "0:50"  # the steps come first
+    no_limit = SimpleNamespace(seconds_left=lambda: None)
+    assert Loop._eta(SimpleNamespace(cfg=cfg, stop=no_limit), 0, 2.0) == "8:20"
