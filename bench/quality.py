@@ -31,9 +31,16 @@ _GRF = [
 RECIPES = {
     "grf": ["data.builtin=grf", "model.width=32", *_GRF],
     "digits": ["data.builtin=digits"],
-    # The grf recipe in 3D, narrower (3D convolutions cost ~30x more per sample on CPUs) and
-    # with half the batch, for twice the G updates in the same minutes.
-    "grf3d": ["data.builtin=grf3d", "model.width=16", *_GRF, "train.batch_size=32"],
+    # The grf recipe in 3D, narrower (3D convolutions cost ~30x more per sample on CPUs), with
+    # half the batch and transposed upsampling: about 4x the G updates in the same minutes
+    # (docs/evaluation.md, grf3d runs).
+    "grf3d": [
+        "data.builtin=grf3d",
+        "model.width=16",
+        *_GRF,
+        "train.batch_size=32",
+        "model.upsample=transposed",
+    ],
 }
 
 
