@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simcluster import kill_tree
 
 from hpcgan.data.write import write_dataset
 
@@ -46,9 +47,16 @@ def launch(
     cmd = [sys.executable, *(["-m", module] if module else []), *args]
     if np is not None:
         cmd = [str(MPIRUN), "--oversubscribe", "--bind-to", "none", "-np", str(np), *cmd]
-    return subprocess.run(
-        cmd, cwd=ROOT, env=mpi_env(), capture_output=True, text=True, timeout=timeout
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)  # the ranks too: killing mpirun alone orphans them, still polling
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +108,24 @@ def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
     with h5py.File(path, "r") as f:
         labels = f["labels"][()] if "labels" in f else None
         return f["images"][()], labels, dict(f.attrs)
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(tmp_path_factory):
+    """A simulated 2-node cluster (tools/cluster/cluster, docs/cluster.md) for the session:
+    root only (skips with the reason otherwise); a failing bring-up as root is an error.
+    pytest's base temp folder is shared with the nodes, so tmp_path and session fixtures such
+    as digits_h5 are visible on every node; each node's other /tmp is its own."""
+    from simcluster import SimCluster, unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = SimCluster(
+        shared=tmp_path_factory.mktemp("cluster"), share=[tmp_path_factory.getbasetemp()]
+    )
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.release()
