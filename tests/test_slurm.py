@@ -317,6 +317,8 @@ def test_walltime_signal_from_slurm(cluster: Cluster, tmp_path: Path, digits_h5:
     )
     out = out_file.read_text()
     assert requeued.get("Restarts") == "1", (requeued, out)
+    # A slow restart on a loaded machine must not meet a second warning: give the rerun time.
+    cluster.run("scontrol", "update", f"jobid={job}", "TimeLimit=10")
     stopped_at = _checkpoint_step(run)
     config.write_text(f"train:\n  steps: {stopped_at + 20}\nrun:\n  checkpoint_every: 50\n")
     info = cluster.wait(job, _finished, 150, "the resumed run", out_file)

@@ -18,8 +18,10 @@
 set -euo pipefail
 
 PATH=$PATH:/usr/sbin:/sbin
+# shellcheck source=tools/slurm/lib.sh
+. "$(dirname "$0")/lib.sh"
 say() { printf 'slurm-start: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit "${2:-1}"; }
+die() { say "error: $1"; exit "${2:-1}"; }
 
 [ "$(id -u)" = 0 ] || die "needs root (SlurmUser=root, slurmd); run tools/slurm/start.sh as root" 3
 for tool in munged munge slurmctld slurmd sinfo scontrol; do
@@ -42,28 +44,8 @@ cred_expire=${HPCGAN_SLURM_CRED_EXPIRE:-10}
 mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
 chmod 755 "$dir"
 
-# -- munge: Slurm authenticates every message with it. A private daemon with its own key ----
-# (1024 random bytes, mode 400, owned by the daemon's user, as munged insists).
-munge_user=root
-id munge >/dev/null 2>&1 && munge_user=munge
-key=$dir/munge/munge.key
-if [ ! -s "$key" ]; then
-  head -c 1024 /dev/urandom > "$key"
-fi
-chown -R "$munge_user": "$dir/munge"
-chmod 700 "$dir/munge"
-chmod 400 "$key"
-socket=$dir/munge/munge.socket
-run_as_munge() {
-  if [ "$munge_user" = root ]; then "$@"; else runuser -u "$munge_user" -- "$@"; fi
-}
-run_as_munge munged --force --key-file="$key" --socket="$socket" \
-  --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
-  --seed-file="$dir/munge/munged.seed" \
-  || die "munged did not start: $(tail -n 5 "$dir/munge/munged.log" 2>/dev/null)"
-cp "$dir/munge/munged.pid" "$dir/munged.pid"
-munge -S "$socket" -n </dev/null | unmunge -S "$socket" >/dev/null \
-  || die "munge does not work: $(tail -n 5 "$dir/munge/munged.log")"
+# -- munge: Slurm authenticates every message with it; a private daemon (tools/slurm/lib.sh) --
+socket=$(slurm_munge_start "$dir")
 
 # -- slurm.conf -----------------------------------------------------------------------------
 free_ports() {  # two TCP ports nobody listens on now
@@ -83,47 +65,13 @@ ClusterName=hpcgan
 SlurmctldHost=$node(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-# cred_expire is also how long a requeued job waits before it may start again (default 120 s,
-# and releasing it earlier fails with "Job credential revoked"): short, for fast tests.
-AuthInfo=socket=$socket,cred_expire=$cred_expire
-StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-PlugStackConfig=$dir/plugstack.conf
-# No cgroups in a container: track processes by parent id, do not bind tasks.
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-SchedulerType=sched/backfill
-# Look at the queue every few seconds (defaults 60 s and 30 s): a requeued job starts as soon
-# as its cred_expire delay (below) has passed.
-SchedulerParameters=sched_interval=2,bf_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-# Jobs may requeue themselves (scontrol requeue) when they stop at the walltime warning.
-JobRequeue=1
-ReturnToService=2
-# Finished jobs stay visible to scontrol show job (Restarts=, ExitCode=) for 10 minutes.
-MinJobAge=600
-KillWait=30
-InactiveLimit=0
-MessageTimeout=10
+$(slurm_conf_common "$dir" "$socket" "$cred_expire")
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
-: > "$dir/plugstack.conf"
 export SLURM_CONF=$conf
 
 # -- daemons ---------------------------------------------------------------------------------

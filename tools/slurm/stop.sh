@@ -7,43 +7,19 @@
 set -euo pipefail
 
 PATH=$PATH:/usr/sbin:/sbin
+# shellcheck source=tools/slurm/lib.sh
+. "$(dirname "$0")/lib.sh"
+say() { printf 'slurm-stop: %s\n' "$*" >&2; }
+
 dir=${1:-${TMPDIR:-/tmp}/hpcgan-slurm}
-[ -d "$dir" ] || { echo "slurm-stop: no folder $dir" >&2; exit 0; }
+[ -d "$dir" ] || { say "no folder $dir"; exit 0; }
 dir=$(cd "$dir" && pwd -P)
 export SLURM_CONF=$dir/slurm.conf
 
-pid_of() {  # the pid in $dir/$1.pid if that process is alive and is the $1 daemon
-  local pid
-  pid=$(cat "$dir/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
-}
-
-stop() {  # TERM, up to 10 s (slurmctld saves its state), then KILL
-  local pid
-  pid=$(pid_of "$1") || return 0
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  echo "slurm-stop: $1 ($pid) ignored SIGTERM; killing it" >&2
-  kill -9 "$pid" 2>/dev/null || true
-}
-
-if pid_of slurmctld >/dev/null; then
-  # Cancel every job, so no slurmstepd or job process outlives the cluster.
-  jobs=$(timeout 10 squeue -h -o %A 2>/dev/null || true)
-  if [ -n "$jobs" ]; then
-    # shellcheck disable=SC2086  # one id per word
-    timeout 10 scancel $jobs 2>/dev/null || true
-    # Wait briefly for them to end; jobs stuck completing are ended with slurmd below.
-    for _ in $(seq 50); do
-      [ -z "$(timeout 5 squeue -h -t PD,R,S -o %A 2>/dev/null || true)" ] && break
-      sleep 0.2
-    done
-  fi
+if slurm_pid_of "$dir/slurmctld.pid" slurmctld >/dev/null; then
+  slurm_cancel_all
 fi
-stop slurmd
-stop slurmctld
-stop munged
-echo "slurm-stop: stopped the cluster in $dir (logs kept in $dir/log)" >&2
+for daemon in slurmd slurmctld munged; do
+  slurm_stop_daemon "$dir/$daemon.pid" "$daemon"
+done
+say "stopped the cluster in $dir (logs kept in $dir/log)"
