@@ -38,6 +38,11 @@ class DataConfig:
         "digits", "built-in dataset, prepared on first use", choices=("digits", "grf", "grf3d")
     )
     root: str = option("data", "folder where built-in datasets are prepared")
+    stage: str = option(
+        "",
+        "node-local directory (e.g. /tmp/hpcgan or $TMPDIR): the dataset is copied there once "
+        "per node, checked by its CRC-32s, and read from there; empty reads it in place",
+    )
     transform: str = option(
         "auto",
         "map stored values to [-1, 1]: linear (min..max), log (log min..log max); "

@@ -22,6 +22,7 @@ from hpcgan.data.builtin import builtin_path, prepare_builtin
 from hpcgan.data.format import DatasetInfo, read_info
 from hpcgan.data.reader import ShardReader
 from hpcgan.data.sharding import ShardPlan
+from hpcgan.data.stage import stage_dir, stage_file, staged_path
 from hpcgan.data.transforms import ValueTransform, make_transform
 from hpcgan.errors import UserError
 from hpcgan.metrics.evaluate import best_metric_name
@@ -63,16 +64,40 @@ def inference_device(comm: Comm) -> torch.device:
     return torch.device("cpu")
 
 
-def open_dataset(cfg: Config, comm: Comm) -> DatasetInfo:
-    """The dataset's description; the built-in one is written by rank 0 while the others wait."""
-    if cfg.data.path:
-        return agree(comm, lambda: read_info(cfg.data.path))
-    path = builtin_path(cfg.data.root, cfg.data.builtin)
-    if comm.rank == 0:
-        agree(comm, lambda: prepare_builtin(cfg.data.root, cfg.data.builtin))
-    else:
-        agree(comm, lambda: None)
-    return agree(comm, lambda: read_info(str(path)))
+def open_dataset(cfg: Config, comm: Comm) -> tuple[DatasetInfo, str]:
+    """The description of the file this rank reads, and a line for the log about staging."""
+    source = cfg.data.path or str(_builtin(cfg, comm))
+    path, note = _stage(cfg, comm, source) if cfg.data.stage else (source, "")
+    return agree(comm, lambda: read_info(path)), note
+
+
+def _builtin(cfg: Config, comm: Comm) -> Path:
+    """The built-in dataset, written by rank 0 while the others wait; then by the first rank
+    of any other node that does not see it (data.root on node-local storage), so no rank waits
+    for a file another node wrote. On a shared file system the second pass finds the file."""
+    root, name = cfg.data.root, cfg.data.builtin
+    agree(comm, lambda: prepare_builtin(root, name) if comm.rank == 0 else None)
+    agree(comm, lambda: prepare_builtin(root, name) if comm.local_rank == 0 else None)
+    return builtin_path(root, name)
+
+
+def _stage(cfg: Config, comm: Comm, source: str) -> tuple[str, str]:
+    """data.stage: the first rank of each node copies the dataset to node-local storage (or
+    keeps its fresh copy) while the node's other ranks wait; every rank then reads its node's
+    copy (docs/data.md, "Node-local staging"). A failure on any node stops every rank (exit 2)."""
+    directory = agree(comm, lambda: stage_dir(cfg.data.stage))
+    staged = agree(comm, lambda: stage_file(source, directory) if comm.local_rank == 0 else None)
+    nodes = [s for s in comm.gather_object(staged) or [] if s is not None]
+    copy = staged_path(source, directory)
+    note = ""
+    if nodes:  # rank 0
+        copied = sum(s.copied for s in nodes)
+        note = (
+            f"data staged to {copy} on {len(nodes)} node(s) in "
+            f"{max(s.seconds for s in nodes):.2f} s ({nodes[0].nbytes / 2**20:.1f} MiB copied "
+            f"to {copied}, a fresh copy kept on {len(nodes) - copied})"
+        )
+    return str(copy), note
 
 
 def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
@@ -143,6 +168,7 @@ class Pieces:
     device: torch.device
     trainer: Trainer
     reader: ShardReader
+    staged: str = ""  # data.stage: where the data were staged and how long it took (rank 0)
 
 
 def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
@@ -150,8 +176,8 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     this rank's reader."""
     set_threads(cfg, comm)
     device = agree(comm, lambda: pick_device(cfg, comm))
-    info = open_dataset(cfg, comm)
+    info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
     trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
     reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform)
-    return Pieces(info, device, trainer, reader)
+    return Pieces(info, device, trainer, reader, staged)

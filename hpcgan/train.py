@@ -54,6 +54,8 @@ def train(cfg: Config, comm: Comm) -> None:
             f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
             f"device {device}, {torch.get_num_threads()} thread(s) per rank"
         )
+        if pieces.staged:
+            log.info(pieces.staged)
         if cfg.train.loss == "wgan-gp" and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pieces.trainer.D.modules()
         ):
