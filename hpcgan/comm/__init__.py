@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hpcgan.comm.base import Comm, SingleProcess
+from hpcgan.comm.polling import yield_when_idle
 from hpcgan.config import DistConfig
 from hpcgan.errors import UserError, one_line
 from hpcgan.launcher import under_mpi_launcher
 
 T = TypeVar("T")
+
+HOROVOD_INIT_LIMIT_S = 120.0  # the longest hvd.init may take before the job ends with why
 
 
 def agree(comm: Comm, fn: Callable[[], T]) -> T:
@@ -46,6 +49,7 @@ def control() -> Comm:
 def _horovod_available(cuda: bool) -> bool:
     """Horovod is installed and, for GPU training, built with GPU operations (a CPU-only
     build fails at its first collective on a CUDA tensor)."""
+    yield_when_idle()  # importing Horovod does not start MPI (0.28); set it first all the same
     try:
         import horovod.torch as hvd
     except ImportError:
@@ -82,7 +86,9 @@ def make_comm(dist: DistConfig, cuda: bool = False) -> Comm:
             )
         from hpcgan.comm.horovod import HorovodComm
 
-        comm = HorovodComm(dist.compression)
+        # hvd.init takes seconds once MPI is up: bound it well below dist.timeout_s.
+        limit = min(dist.timeout_s, HOROVOD_INIT_LIMIT_S)
+        comm = HorovodComm(dist.compression, init_timeout_s=limit)
     elif backend == "torch":
         from hpcgan.comm.torch_engine import TorchDistComm
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +25,39 @@ class HorovodComm(MPIControl):
 
     name = "horovod"
 
-    def __init__(self, compression: str = "none") -> None:
+    def __init__(self, compression: str = "none", init_timeout_s: float = 0.0) -> None:
         super().__init__()  # initialises MPI (thread level multiple) before Horovod uses it
         import horovod.torch as hvd
 
         self.hvd = hvd
+        # Every rank is past MPI's start and the collectives above: hvd.init itself takes
+        # seconds. A hang there ends the job with the reason instead of holding it.
+        done = threading.Event()
+        if init_timeout_s > 0:
+            threading.Thread(
+                target=self._init_watch, args=(done, init_timeout_s), daemon=True
+            ).start()
         hvd.init(comm=self.world)
+        done.set()
         self.compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[compression]
+
+    def _init_watch(self, done: threading.Event, seconds: float) -> None:
+        if done.wait(seconds):
+            return
+        if self.rank == 0:
+            cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+            print(
+                f"hpcgan: error: Horovod did not start within {seconds:g} s (hvd.init hangs); "
+                f"the known cause is ranks bound to shared cores (rank 0 runs on core(s) {cores} "
+                f"with {self.local_size} rank(s) on its node): launch with mpirun --bind-to none, "
+                "or use dist.backend=mpi",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            time.sleep(5)  # rank 0 says why first
+        self.world.Abort(1)
+        os._exit(1)
 
     def broadcast_module(self, module: nn.Module) -> None:
         self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hpcgan.comm.base import Comm
+from hpcgan.comm.polling import yield_when_idle
 
 
 class MPIControl(Comm):
@@ -15,6 +16,7 @@ class MPIControl(Comm):
     name = "mpi-control"
 
     def __init__(self) -> None:
+        yield_when_idle()  # before MPI starts: it reads its parameters in MPI_Init
         from mpi4py import MPI
 
         self._MPI = MPI
