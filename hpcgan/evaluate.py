@@ -19,12 +19,23 @@ Metrics (lower is better, 0 = indistinguishable, unless said otherwise):
   eval/coverage_min           smallest fraction of samples in one predicted class (higher is
                               better; 0.1 for 10 balanced classes); per class eval/class_frac/K
   eval/fd_inception, eval/kid_inception     with --inception (torch-fidelity, local weights)
+  eval/c2st_auc               classifier two-sample test: ROC AUC of a small CNN trained on
+                              half of 1000 real vs 1000 generated samples, scored on the
+                              other half (0.5 = indistinguishable; 1 = told apart)
+  eval/sep/<feature>, eval/sep_max   separation power of per-sample high-level features
+                              (total, max, sparsity, centre_/width_ per axis, fields: peaks)
+  eval/ps_std_rel_err         fields: mean over k of |std_gen(k) / std_data(k) - 1| of the
+                              samples' spectra (the ensemble spread, not only the mean)
+  eval/precision, eval/recall labelled data: k-NN manifolds (k=3) in the classifier's
+                              feature space (higher is better)
 The spectrum (spherically averaged for volumes) and Minkowski metrics apply to fields and
 one-channel images and volumes, the classifier
 metrics to labelled data. "baseline" holds the same metrics between two halves of the real
 samples: the noise floor at half this sample size (above the floor at n: about 2x for Frechet
-distances). Samples of uint8 data are rounded to whole grey levels, as hpcgan.sample writes
-them. --seed defaults to the run's train.seed, so the numbers match evaluations during training.
+distances). "verdict" says per metric whether it tells the samples from the data
+(docs/evaluation.md, "Verdict"). Samples of uint8 data are rounded to whole grey levels, as
+hpcgan.sample writes them. --seed defaults to the run's train.seed, so the numbers match
+evaluations during training.
 Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
 """
 
@@ -41,6 +52,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
+from hpcgan.metrics.verdict import verdicts
 from hpcgan.session import inference_device, set_threads
 from hpcgan.trained import command_line, load_run
 
@@ -106,6 +118,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "metrics": metrics,
         "baseline": evaluator.baseline().metrics,
     }
+    out["verdict"] = verdicts(metrics, out["baseline"])
     if evaluator.classifier is not None:
         out["classifier_heldout_accuracy"] = evaluator.classifier.accuracy
     return out

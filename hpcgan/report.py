@@ -16,7 +16,9 @@ against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval
   classes.png      fraction of samples per predicted class, next to the data's
   samples.png      real samples (left) next to generated ones (right); a volume shows its
                    central slices (top) and mean projections (bottom) along D, H and W
-  summary.txt      the run, the training, and every metric next to its noise floor
+  summary.txt      the run, the training, and the verdict table: every metric next to its
+                   noise floor, their ratio, and whether it tells the samples from the data
+                   (hpcgan.metrics.verdict; docs/evaluation.md, "Verdict")
 Spectrum and Minkowski figures are drawn for fields and one-channel images, classes.png for
 labelled data, the others always (when their records exist).
 Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
@@ -41,6 +43,7 @@ from hpcgan.comm.base import SingleProcess
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import names
+from hpcgan.metrics.verdict import judge
 from hpcgan.session import inference_device
 from hpcgan.trained import LoadedRun, command_line, generate, load_run
 
@@ -222,15 +225,23 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
         f"evaluation: {evaluator.n} generated vs {evaluator.real.n} real samples; "
         "noise floor = the same metric between two halves of the real samples (n/2 each: "
         "above the floor at n, about 2x for Frechet distances)",
-        f"  {'metric':<24} {'value':>12} {'noise floor':>12} {'x floor':>9}",
+        f"  {'metric':<26} {'value':>12} {'noise floor':>12} {'x floor':>9}  verdict",
     ]
     floor = evaluator.baseline().metrics
+    told = []
     for name, value in result.metrics.items():
         if "class_frac" in name:
             continue
         base = floor.get(name, float("nan"))
         ratio = value / base if base > 0 and name != "eval/coverage_min" else float("nan")
-        lines.append(f"  {name:<24} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}")
+        verdict = judge(name, value, base)
+        told += [name] if verdict == "distinguishable" else []
+        lines.append(f"  {name:<26} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}  {verdict}")
+    lines.append(
+        f"verdict: {len(told)} metrics tell the samples from the data "
+        f"({', '.join(told) if told else 'none'}); rule: C2ST AUC above max(floor, 0.5) + 0.05, "
+        "precision/recall 0.1 below the floor, any other distance above 3x its floor"
+    )
     if evaluator.classifier is not None:
         acc = evaluator.classifier.accuracy
         lines.append(f"classifier held-out accuracy on the real data: {acc:.1%}")

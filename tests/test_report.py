@@ -48,4 +48,6 @@ def test_report_of_a_field_run_without_eval_records(tmp_path):
         "losses.png", "throughput.png", "histogram.png", "spectrum.png", "minkowski.png",
         "samples.png", "summary.txt",
     }  # fmt: skip
-    assert "eval/ps_rel_err" in (tmp_path / "out" / "summary.txt").read_text()
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "eval/ps_rel_err" in summary
+    assert "eval/c2st_auc" in summary and "verdict:" in summary and "eval/sep/peaks" in summary

@@ -6,6 +6,11 @@
 - frechet: Frechet (FID-style) and kernel (KID-style) distances of feature distributions
 - classifier: a small CNN trained on the labelled real data (features, class coverage)
 - inception: optional Inception-v3 features through torch-fidelity (local weights only)
+- two_sample: classifier two-sample test (ROC AUC of a small CNN, real vs generated)
+- features: per-sample high-level features and their histograms' separation power
+- precision_recall: k-NN manifold precision and recall (Kynkaanniemi et al. 2019)
+- memorisation: nearest-neighbour distances to the training set vs held-out data's
+- verdict: whether each metric tells the samples from the data, given its noise floor
 - sources, stats, compare: where samples come from, their sums, the metrics from the sums
 - evaluate: the Evaluator that the training loop and the command-line tools call
 """

@@ -29,14 +29,15 @@ from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.errors import UserError
-from hpcgan.metrics import classifier, minkowski, sources, stats
+from hpcgan.metrics import classifier, features, minkowski, sources, stats, two_sample
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.inception import InceptionFeatures
+from hpcgan.metrics.precision_recall import precision_recall
 
 DEFAULT_N = 10000
 KID_ROWS = 1000  # KID on the first 1000 samples of each side, torch-fidelity's subset size
 REFERENCE_VERSION = 1  # bump when the statistics change: old caches are then ignored
-HIGHER_IS_BETTER = ("eval/coverage_min",)
+HIGHER_IS_BETTER = ("eval/coverage_min", "eval/precision", "eval/recall")
 
 
 @dataclass
@@ -64,6 +65,18 @@ def metric_names(info: DatasetInfo) -> list[str]:
     if info.num_classes >= 2:
         names += ["eval/fd_classifier", "eval/kid_classifier", "eval/coverage_min"]
         names += [f"eval/class_frac/{c}" for c in range(info.num_classes)]
+    return names + extra_metric_names(info)
+
+
+def extra_metric_names(info: DatasetInfo) -> list[str]:
+    """The classifier two-sample test and the high-level features' separation powers
+    (docs/evaluation.md); for fields also the spread of the spectrum."""
+    names = ["eval/c2st_auc", "eval/sep_max"]
+    names += [f"eval/sep/{f}" for f in features.names(info.ndim, info.kind == "field")]
+    if info.kind == "field" and is_spatial(info):
+        names += ["eval/ps_std_rel_err"]
+    if info.num_classes >= 2:  # in the evaluation classifier's feature space
+        names += ["eval/precision", "eval/recall"]
     return names
 
 
@@ -106,6 +119,7 @@ class Evaluator:
         seed: int = 0,
         cache_dir: Path | None = None,
         inception_weights: Path | None = None,
+        c2st: int = two_sample.SAMPLES,
     ) -> None:
         self.info, self.transform, self.comm, self.device = info, transform, comm, device
         self.z_dim, self.n, self.seed, self.cache_dir = z_dim, n, seed, cache_dir
@@ -131,9 +145,18 @@ class Evaluator:
             features={e.name: e.dim for e in self.extractors},
             num_classes=info.num_classes if self.classifier else 0,
             kid_rows=min(KID_ROWS, n, halves * self.real.block),
+            highlevel=tuple(features.names(info.ndim, info.kind == "field")),
+            rows=max(n, self.real.n),
+            field=info.kind == "field",
+            value_stats=tuple((k, float(info.stats[k])) for k in ("min", "max", "mean", "std")),
         )
         self.halves = self._reference()
         self.reference = stats.merge(*self.halves)
+        # C2ST: samples per side, at most the smaller half of the real picks (for the floor)
+        self.c2st = min(two_sample.sample_count(info.shape, c2st), n, halves * self.real.block)
+        self.c2st_wanted = c2st > 0
+        self._c2st_real: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._c2st_floor: float | None = None
 
     # -- real data ----------------------------------------------------------------------
 
@@ -168,7 +191,7 @@ class Evaluator:
         for b, raw, _labels in self.real.read(mine):
             y = torch.from_numpy(self.transform.encode(raw)).to(self.device)  # [B, C, *S]
             x = torch.from_numpy(raw).to(self.device).float()  # physical units
-            self._add(halves[b % 2], y, x, (b // 2) * self.real.block)
+            self._add(halves[b % 2], y, x, (b // 2) * self.real.block, b * self.real.block)
         result = (halves[0].reduce(self.comm), halves[1].reduce(self.comm))
         if self.comm.rank == 0 and path is not None:
             _save_halves(path, result)
@@ -176,18 +199,26 @@ class Evaluator:
 
     # -- generated samples --------------------------------------------------------------
 
-    def _add(self, into: stats.SampleStats, y: torch.Tensor, x: torch.Tensor, first: int) -> None:
-        features, predicted = {}, None
+    def _add(
+        self,
+        into: stats.SampleStats,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        first: int,
+        row: int | None = None,
+    ) -> None:
+        found, predicted = {}, None
         for extractor in self.extractors:
-            features[extractor.name], guess = extractor(y)
+            found[extractor.name], guess = extractor(y)
             predicted = guess if guess is not None else predicted
-        into.add(y, x, first, features, predicted)
+        into.add(y, x, first, found, predicted, row)
 
     def run(self, G: nn.Module, progress: Callable[[], None] | None = None) -> Result:
         """Collective: metrics and curves of G's first ``n`` evaluation samples; ``progress``
         is called before each block (the training loop's watchdog beat)."""
         fake = stats.SampleStats(self.layout, self.device)
         blocks = sources.num_fake_blocks(self.n)
+        kept: list[tuple[int, torch.Tensor]] = []  # this rank's first c2st samples, for C2ST
         for b in sources.rank_blocks(blocks, self.comm.rank, self.comm.size):
             if progress is not None:
                 progress()
@@ -198,9 +229,17 @@ class Evaluator:
                 y = self.transform.encode(x.cpu().numpy())
                 y = torch.from_numpy(y).to(self.device)
             self._add(fake, y, x, b * sources.BLOCK)
-        metrics, curves = compare(
-            self.reference, fake.reduce(self.comm), self.layout, self.transform
-        )
+            if b * sources.BLOCK < self.c2st:
+                kept.append((b, y[: self.c2st - b * sources.BLOCK].cpu()))
+        totals = fake.reduce(self.comm)
+        metrics, curves = compare(self.reference, totals, self.layout, self.transform)
+        metrics.update(self._extra(self.reference, totals))
+        if self.c2st:
+            if progress is not None:
+                progress()  # rank 0 trains the C2ST classifier while the others wait
+            metrics["eval/c2st_auc"] = self._c2st_generated(kept)
+        elif self.c2st_wanted:  # too few real samples for a C2ST and its floor
+            metrics["eval/c2st_auc"] = float("nan")
         return Result(metrics, curves)
 
     def evaluate(
@@ -216,7 +255,66 @@ class Evaluator:
         if not self.halves[1]["count"][0]:
             return Result({})
         metrics, curves = compare(self.halves[0], self.halves[1], self.layout, self.transform)
+        metrics.update(self._extra(self.halves[0], self.halves[1]))
+        if self.c2st:
+            if self._c2st_floor is None:
+                self._c2st_floor = self._on_rank0(self._real_floor)
+            metrics["eval/c2st_auc"] = self._c2st_floor
         return Result(metrics, curves)
+
+    # -- high-level features and the classifier two-sample test (docs/evaluation.md) ----
+
+    def _extra(self, real: stats.Totals, fake: stats.Totals) -> dict[str, float]:
+        """Separation powers of the high-level features; for fields the spectrum's spread."""
+        rows = [t["highlevel/rows"] for t in (fake, real)]
+        rows = [r[r[:, -1] == 1.0, :-1] for r in rows]  # the rows that hold a sample
+        out = features.compare(rows[0], rows[1], list(self.layout.highlevel))
+        if "spread/ps1" in real:
+            ref = (real["spread/ps1"], real["spread/ps2"], real["count"][0])
+            count = fake["count"][0]
+            out["eval/ps_std_rel_err"] = features.spread_error(
+                fake["spread/ps1"], fake["spread/ps2"], count, ref
+            )
+        if self.classifier is not None:  # KID's rows: the first kid_rows samples' features
+            name = f"{self.classifier.name}/kid"
+            p, r = precision_recall(real[name], fake[name])
+            out["eval/precision"], out["eval/recall"] = p, r
+        return out
+
+    def _on_rank0(self, fn: Callable[[], float]) -> float:
+        """Collective: ``fn()`` computed by rank 0 and given to every rank."""
+        return self.comm.broadcast_object(fn() if self.comm.rank == 0 else None)
+
+    def _real_floor(self) -> float:
+        a, b = (s.to(self.device) for s in self._real_sets())
+        return two_sample.auc(a, b, self.seed)
+
+    def _real_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first c2st real samples of the even and of the odd blocks (the two halves),
+        encoded; read once, by the rank that trains the C2ST classifier."""
+        if self._c2st_real is None:
+            sides: tuple[list, list] = ([], [])
+            need = -(-self.c2st // self.real.block)  # blocks per side
+            for b, raw, _ in self.real.read(range(min(2 * need, self.real.num_blocks))):
+                sides[b % 2].append(torch.from_numpy(self.transform.encode(raw)))
+            a, b = (torch.cat(s)[: self.c2st] for s in sides)
+            self._c2st_real = (a, b)
+        return self._c2st_real
+
+    def _c2st_generated(self, kept: list[tuple[int, torch.Tensor]]) -> float:
+        """Collective: C2ST AUC of the first c2st generated samples against the first real
+        half; the blocks are gathered to rank 0 in global order, which trains the classifier."""
+        gathered = self.comm.gather_object(kept, root=0)
+        value = None
+        if self.comm.rank == 0:
+            blocks = sorted((pair for part in gathered for pair in part), key=_first)
+            fake = torch.cat([y for _, y in blocks]).to(self.device)
+            value = two_sample.auc(self._real_sets()[0].to(self.device), fake, self.seed)
+        return self.comm.broadcast_object(value)
+
+
+def _first(pair: tuple[int, torch.Tensor]) -> int:
+    return pair[0]
 
 
 def _save_halves(path: Path, halves: tuple[stats.Totals, stats.Totals]) -> None:

@@ -16,6 +16,7 @@ import torch
 from hpcgan import spectrum
 from hpcgan.comm.base import Comm
 from hpcgan.files import atomic_write
+from hpcgan.metrics import features as highlevel
 from hpcgan.metrics import histogram, minkowski
 
 Totals = dict[str, np.ndarray]  # reduced sums by name, on the host
@@ -32,6 +33,10 @@ class Layout:
     num_classes: int = 0  # classes the classifier predicts (coverage); 0 = none
     kid_rows: int = 0  # features of the first kid_rows samples, kept for KID
     bins: int = histogram.BINS
+    highlevel: tuple[str, ...] = ()  # per-sample features (hpcgan.metrics.features), kept as rows
+    rows: int = 0  # rows of those features: samples per set (indexed by position in the set)
+    field: bool = False  # fields: peak counts, and sums of each sample's spectrum and its square
+    value_stats: tuple[tuple[str, float], ...] = ()  # the file's min/max/mean/std (features)
 
     @property
     def ndim(self) -> int:
@@ -56,6 +61,10 @@ class Layout:
             out[f"{name}/kid"] = (self.kid_rows, dim)
         if self.num_classes:
             out["classes"] = (self.num_classes,)
+        if self.highlevel:
+            out["highlevel/rows"] = (self.rows, len(self.highlevel) + 1)  # last column: 1 = set
+        if self.field and self.spatial:
+            out["spread/ps1"] = out["spread/ps2"] = (spectrum.num_bins(self.shape[1:]),)
         return out
 
 
@@ -76,18 +85,21 @@ class SampleStats:
         first: int,
         features: dict[str, torch.Tensor],
         predicted: torch.Tensor | None = None,
+        row: int | None = None,
     ) -> None:
         """One batch: ``y`` [b, C, *S] in the networks' coordinate, ``x`` the same samples in
         physical units, ``first`` the position of y[0] in this set (for KID's rows),
-        ``features`` [b, d] per extractor, ``predicted`` classes [b]."""
+        ``features`` [b, d] per extractor, ``predicted`` classes [b], ``row`` the row of y[0]
+        among the high-level feature rows (default ``first``)."""
         s, lay = self.sums, self.layout
+        row = first if row is None else row
         per_sample = y[0].numel() if len(y) else 0
         if lay.ndim == 3 and len(y) > 1 and len(y) * per_sample > VOLUME_VALUES:
             step = max(1, VOLUME_VALUES // per_sample)  # bounds the temporaries of big volumes
             for i in range(0, len(y), step):
                 part = {k: f[i : i + step] for k, f in features.items()}
                 guess = predicted[i : i + step] if predicted is not None else None
-                self.add(y[i : i + step], x[i : i + step], first + i, part, guess)
+                self.add(y[i : i + step], x[i : i + step], first + i, part, guess, row + i)
             return
         index = histogram.bin_index(y, lay.bins)  # [b, C, *S]
         s["count"] += y.shape[0]
@@ -108,6 +120,22 @@ class SampleStats:
             s[f"{name}/kid"][first : first + rows] = f[:rows]  # others stay 0: the sum keeps it
         if predicted is not None and lay.num_classes:
             s["classes"] += torch.bincount(predicted, minlength=lay.num_classes).double()
+        if lay.highlevel and len(y):
+            self._add_highlevel(x, row)
+
+    def _add_highlevel(self, x: torch.Tensor, row: int) -> None:
+        """Per-sample features into their rows (other rows stay 0, so sums across ranks fill
+        them all), and for fields the sums of each sample's P(k) and P(k)^2."""
+        s, lay = self.sums, self.layout
+        stats = dict(lay.value_stats)
+        f = highlevel.per_sample(x, stats, lay.field)  # [b, F]
+        rows = max(0, min(len(f), lay.rows - row))
+        s["highlevel/rows"][row : row + rows, :-1] = f[:rows]
+        s["highlevel/rows"][row : row + rows, -1] = 1.0
+        if "spread/ps1" in s:
+            p = highlevel.spectra(x)  # [b, bins]
+            s["spread/ps1"] += p.sum(0)
+            s["spread/ps2"] += p.square().sum(0)
 
     def reduce(self, comm: Comm) -> Totals:
         """Collective: the sums over all ranks, on the host (one allreduce)."""
