@@ -39,7 +39,7 @@ slurm:
 	tools/slurm/install.sh || echo "make: no Slurm (see above): tests/test_slurm.py will skip"
 
 test: venv slurm
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check hpcgan data_prep tests

@@ -215,7 +215,7 @@ class Evaluator:
 
     def run(self, G: nn.Module, progress: Callable[[], None] | None = None) -> Result:
         """Collective: metrics and curves of G's first ``n`` evaluation samples; ``progress``
-        is called before each block (the training loop's watchdog beat)."""
+        is called before each block and before the C2ST (the training loop's watchdog beat)."""
         fake = stats.SampleStats(self.layout, self.device)
         blocks = sources.num_fake_blocks(self.n)
         kept: list[tuple[int, torch.Tensor]] = []  # this rank's first c2st samples, for C2ST
