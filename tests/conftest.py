@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from simcluster import kill_tree
 
 from hpcgan.data.write import write_dataset
@@ -92,6 +93,28 @@ def tiny(run_dir: Path, data: Path, *extra: str) -> list[str]:
         "run.log_every=5",
         *extra,
     ]
+
+
+def checkpoint(run: Path, step: int) -> dict:
+    """The checkpoint of ``step`` in run directory ``run``, as training saved it."""
+    return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
+
+
+def assert_bitwise_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D")) -> None:
+    """Two checkpoints hold the same network and optimizer tensors, bit for bit."""
+    for net in nets:
+        for k, v in a[net].items():
+            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
+    for opt in ("opt_G", "opt_D"):
+        for pid, s in a[opt]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
+
+
+def clean_slurm_env() -> dict[str, str]:
+    """This process's environment without any outer Slurm job's variables."""
+    prefixes = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "HPCGAN_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 def convert(*args: object) -> int:

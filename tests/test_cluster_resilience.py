@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny
+from conftest import assert_bitwise_equal, checkpoint, tiny
 from simcluster import kill_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
@@ -135,20 +134,6 @@ def _ranks_on(cluster, node: str, run: Path, n: int = 2, limit: float = 30) -> l
     return pids
 
 
-def _state(run: Path, step: int) -> dict:
-    return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
-
-
-def _assert_bitwise_equal(a: dict, b: dict) -> None:
-    for net in ("G", "D"):
-        for k, v in a[net].items():
-            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
-    for opt in ("opt_G", "opt_D"):
-        for pid, s in a[opt]["state"].items():
-            for k, v in s.items():
-                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
-
-
 # Each rank reports the SIGUSR1 it receives: no MPI, no torch, so it starts in a blink.
 PROBE = """
 import os, signal, socket, sys, time
@@ -203,7 +188,7 @@ def test_sigusr1_to_mpirun_stops_both_nodes_once_and_resumes_bitwise(sim_cluster
     assert job.wait(60) == 75, job.output[-3000:]
     saved = sorted((interrupted / "checkpoints").glob("step-*.pt"))
     assert len(saved) == 1, saved  # one checkpoint, written by rank 0 alone
-    stopped_at = _state(interrupted, int(saved[0].name[5:13]))["step"]
+    stopped_at = checkpoint(interrupted, int(saved[0].name[5:13]))["step"]
     assert 3 <= stopped_at < steps
     log = (interrupted / "log.txt").read_text()
     assert f"stopping after step {stopped_at} (SIGUSR1)" in log
@@ -212,7 +197,7 @@ def test_sigusr1_to_mpirun_stops_both_nodes_once_and_resumes_bitwise(sim_cluster
     resumed = sim_cluster.mpirun(tiny(interrupted, digits16, *common), timeout=START_S)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {stopped_at}" in resumed.stdout
-    _assert_bitwise_equal(_state(straight, steps), _state(interrupted, steps))
+    assert_bitwise_equal(checkpoint(straight, steps), checkpoint(interrupted, steps))
     _assert_nothing_left(sim_cluster, interrupted)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import clean_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "jobs" / "slurm.sbatch"
@@ -97,12 +97,6 @@ class Slurm:
         return "\n".join(text)
 
 
-def _clean_env() -> dict[str, str]:
-    """This process's environment without any outer Slurm job's variables."""
-    prefixes = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "HPCGAN_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-
-
 @pytest.fixture(scope="module")
 def slurm(sim_cluster) -> Iterator[Slurm]:
     check = subprocess.run(
@@ -113,7 +107,7 @@ def slurm(sim_cluster) -> Iterator[Slurm]:
     )
     if check.returncode != 0:
         pytest.skip(f"Slurm not available: {(check.stdout + check.stderr).strip()}")
-    env = _clean_env()
+    env = clean_slurm_env()
     # 4 CPUs per node: the srun and the mpirun job (2 ranks per node each) run side by side.
     tool_env = sim_cluster.env({"HPCGAN_SLURM_CPUS": "4"})
     try:

@@ -11,26 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import MPIRUN, ROOT, launch, mpi_env, tiny
+from conftest import MPIRUN, ROOT, assert_bitwise_equal, checkpoint, launch, mpi_env, tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
-
-
-def _state(run: Path, step: int) -> dict:
-    return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
-
-
-def _assert_bitwise_equal(a: dict, b: dict) -> None:
-    for net in ("G", "D"):
-        for k, v in a[net].items():
-            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
-    for opt in ("opt_G", "opt_D"):
-        for pid, s in a[opt]["state"].items():
-            for k, v in s.items():
-                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
 
 
 def _popen_mpirun(args: list[str], np_: int) -> subprocess.Popen:
@@ -81,14 +66,14 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_run(tmp_path, digit
     _wait_for(p, "step 5/")
     p.send_signal(signal.SIGUSR1)  # mpirun forwards it to every rank
     assert p.wait(timeout=60) == 75
-    stopped_at = _state(
+    stopped_at = checkpoint(
         interrupted, int((interrupted / "checkpoints" / "latest").read_text().strip()[5:13])
     )["step"]
     assert 5 <= stopped_at < steps
     proc = launch(tiny(interrupted, digits_h5, *common), np=np_)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"at step {stopped_at}" in proc.stdout
-    _assert_bitwise_equal(_state(straight, steps), _state(interrupted, steps))
+    assert_bitwise_equal(checkpoint(straight, steps), checkpoint(interrupted, steps))
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, digits_h5):

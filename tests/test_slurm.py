@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import clean_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "jobs" / "slurm.sbatch"
@@ -135,12 +136,6 @@ class Cluster:
         return "\n".join(text)
 
 
-def _clean_env() -> dict[str, str]:
-    """This process's environment without any outer Slurm job's variables."""
-    prefixes = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "HPCGAN_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
@@ -165,7 +160,7 @@ def cluster() -> Iterator[Cluster]:
             pytest.skip(f"the test Slurm did not come up: {start.stderr.strip()[-2000:]}")
         conf = re.search(r"SLURM_CONF=(\S+)", start.stdout)
         assert conf, start.stdout
-        env = _clean_env()
+        env = clean_slurm_env()
         env.update(
             SLURM_CONF=conf.group(1),
             PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",

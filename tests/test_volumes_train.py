@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, launch, mpi_env, tiny
+from conftest import ROOT, assert_bitwise_equal, checkpoint, launch, mpi_env, tiny
 
 from hpcgan import objectives
 from hpcgan.comm.base import SingleProcess
@@ -157,10 +157,6 @@ def test_two_ranks_compute_what_one_rank_computes_on_volumes():
     assert all(r["identical"] and r["moved"] for r in precisions), precisions
 
 
-def _checkpoint(run: Path, step: int) -> dict:
-    return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
-
-
 @pytest.mark.parametrize("how", ["SIGUSR1", "kill -9"])
 def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path, how):
     """python -m hpcgan.train on a 5-D HDF5 file: a run stopped by SIGUSR1 (a checkpoint, exit
@@ -196,19 +192,13 @@ def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path, how):
     p.stdout.read()
     assert p.wait(timeout=120) == (75 if how == "SIGUSR1" else -signal.SIGKILL)
     latest = (stopped / "checkpoints" / "latest").read_text().strip()
-    at = _checkpoint(stopped, int(latest[5:13]))["step"]
+    at = checkpoint(stopped, int(latest[5:13]))["step"]
     assert 2 <= at < 12 if how == "SIGUSR1" else at == 6
     proc = launch(tiny(stopped, data, *common))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"at step {at}" in proc.stdout
-    a, b = _checkpoint(straight, 12), _checkpoint(stopped, 12)
-    for net in ("G", "D", "G_ema"):
-        for k, v in a[net].items():
-            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
-    for opt in ("opt_G", "opt_D"):
-        for pid, state in a[opt]["state"].items():
-            for k, v in state.items():
-                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
+    a, b = checkpoint(straight, 12), checkpoint(stopped, 12)
+    assert_bitwise_equal(a, b, nets=("G", "D", "G_ema"))
 
 
 def test_non_cubic_volumes_exit_2_with_one_line_and_write_nothing(tmp_path):
