@@ -210,6 +210,7 @@ def read_main(argv: list[str]) -> None:
     a = p.parse_args(argv)
     from hpcgan.comm import control
     from hpcgan.config import load_config
+    from hpcgan.data.holdout import Split
     from hpcgan.data.reader import ShardReader
     from hpcgan.data.transforms import make_transform
     from hpcgan.session import shard_plan
@@ -217,7 +218,8 @@ def read_main(argv: list[str]) -> None:
     comm = control()
     rank, world = comm.rank, comm.size
     info = read_info(a.h5)
-    plan = shard_plan(load_config(None, [f"train.batch_size={a.batch}"]), info)  # as training
+    cfg = load_config(None, [f"train.batch_size={a.batch}"])
+    plan = shard_plan(cfg, info, Split(info.n, 0))  # as training, every sample (raw reads)
     batches = range(plan.batches_per_epoch)
     samples = plan.batches_per_epoch * a.batch // world
     buffer = np.empty((a.batch // world, *info.shape), dtype=info.dtype)

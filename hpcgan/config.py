@@ -49,6 +49,12 @@ class DataConfig:
         "auto is linear for images, log for positive fields",
         choices=("auto", "linear", "log"),
     )
+    holdout: str = option(
+        "auto",
+        "samples kept out of training as evaluation's real reference: a fraction in [0, 1), "
+        "a count, or auto (a tenth of files of 10,000 samples or more, else none); a fixed "
+        "random split, the same at any world size and seed",
+    )
     segment: int = option(
         0,
         "samples per contiguous read unit that the epoch shuffle permutes; "

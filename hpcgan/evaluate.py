@@ -101,6 +101,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
             seed,
             run.eval_cache,
             inception,
+            split=run.split,
         ),
     )
     setup = time.perf_counter()
@@ -111,6 +112,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "data": run.info.path,
         "n": args.n,
         "n_real": evaluator.real.n,
+        "reference": "held-out" if evaluator.split else "training data (halves)",
         "seed": seed,
         "ranks": comm.size,
         "seconds_setup": round(setup - start, 3),  # classifier and real statistics (cached)

@@ -223,8 +223,15 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     lines += [
         "",
         f"evaluation: {evaluator.n} generated vs {evaluator.real.n} real samples; "
-        "noise floor = the same metric between two halves of the real samples (n/2 each: "
-        "above the floor at n, about 2x for Frechet distances)",
+        + (
+            f"real = held-out samples training never read (data.holdout: {evaluator.split.held}"
+            f" of {evaluator.split.n}); noise floor = the same metric between them and as many "
+            "training samples"
+            if evaluator.split
+            else "real = the training data (no data.holdout); noise floor = the same metric "
+            "between two halves of it (n/2 each: above the floor at n, about 2x for Frechet "
+            "distances)"
+        ),
         f"  {'metric':<26} {'value':>12} {'noise floor':>12} {'x floor':>9}  verdict",
     ]
     floor = evaluator.baseline().metrics
@@ -235,7 +242,7 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
         base = floor.get(name, float("nan"))
         ratio = value / base if base > 0 and name != "eval/coverage_min" else float("nan")
         verdict = judge(name, value, base)
-        told += [name] if verdict == "distinguishable" else []
+        told += [name] if verdict in ("distinguishable", "copies the training data") else []
         lines.append(f"  {name:<26} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}  {verdict}")
     lines.append(
         f"verdict: {len(told)} metrics tell the samples from the data "
@@ -255,7 +262,7 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     records = read_records(run.run_dir / "metrics.jsonl") if run.run_dir else []
     evaluator = Evaluator(
         run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
-        run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache,
+        run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache, split=run.split,
     )  # fmt: skip
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+import yaml
 
+from hpcgan.data.holdout import holdout_count
 from hpcgan.errors import UserError
 from hpcgan.files import atomic_write, atomic_write_text
 
@@ -227,6 +229,15 @@ def check_fits(ckpt: Checkpoint, path: Path, cfg: Config, info: DatasetInfo) -> 
             f"{path} was trained on other data than {info.path} ({saved_data['n']} samples of "
             f"{tuple(saved_data['shape'])}, other statistics); use another run.dir"
         )
+    saved_setting = ckpt.config.get("data", {}).get("holdout", "0")  # before data.holdout: 0
+    saved_held = holdout_count(saved_setting, info.n)
+    held = holdout_count(cfg.data.holdout, info.n)
+    if saved_held != held:
+        raise UserError(
+            f"{path} was trained holding out {saved_held} of the {info.n} samples, the config "
+            f"holds out {held} (data.holdout={cfg.data.holdout}): another split would train on "
+            f"held-out samples; use data.holdout={saved_setting} or another run.dir"
+        )
     saved_model = ckpt.config["model"]
     current = dataclasses.asdict(cfg.model)
     changed = [k for k in current if saved_model.get(k) != current[k]]
@@ -236,6 +247,20 @@ def check_fits(ckpt: Checkpoint, path: Path, cfg: Config, info: DatasetInfo) -> 
             f"{path} was trained with model.{key}={saved_model.get(key)!r}, the config says "
             f"{current[key]!r}; use another run.dir or the same model keys"
         )
+
+
+def keep_split(cfg: Config, run_dir: Path) -> Config:
+    """data.holdout=auto in a run directory whose checkpoints predate the key: 0, so the run
+    resumes on every sample as it started (bitwise, docs/data.md); else ``cfg`` unchanged."""
+    if cfg.data.holdout != "auto" or not list_checkpoints(run_dir / "checkpoints"):
+        return cfg
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return cfg  # no readable record: check_fits compares with the checkpoint
+    if not isinstance(saved, dict) or "holdout" in saved:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, holdout="0"))
 
 
 def find_resume(

@@ -20,6 +20,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.config import Config
 from hpcgan.data.builtin import builtin_path, prepare_builtin
 from hpcgan.data.format import DatasetInfo, read_info
+from hpcgan.data.holdout import Split, make_split
 from hpcgan.data.reader import ShardReader
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.stage import stage_dir, stage_file, staged_path
@@ -120,15 +121,17 @@ def prepare_run_dir(cfg: Config, comm: Comm) -> Path:
     return run_dir
 
 
-def shard_plan(cfg: Config, info: DatasetInfo) -> ShardPlan:
-    """The sequence of global batches; one global batch must fit in the dataset."""
-    if info.n < cfg.train.batch_size:
+def shard_plan(cfg: Config, info: DatasetInfo, split: Split) -> ShardPlan:
+    """The sequence of global batches over the training samples (positions of
+    ``split.train_indices``); one global batch must fit in them."""
+    if split.train_count < cfg.train.batch_size:
+        held = f" after holding out {split.held} (data.holdout)" if split.held else ""
         raise UserError(
-            f"{info.path} has {info.n} samples, fewer than one global batch "
-            f"(train.batch_size={cfg.train.batch_size})"
+            f"{info.path} has {split.train_count} training samples{held}, fewer than one "
+            f"global batch (train.batch_size={cfg.train.batch_size})"
         )
     segment = cfg.data.segment or (info.chunk_samples if info.compression else 8)
-    return ShardPlan(info.n, cfg.train.batch_size, segment, cfg.train.seed)
+    return ShardPlan(split.train_count, cfg.train.batch_size, segment, cfg.train.seed)
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Fitted:
     """What the configuration makes of one dataset."""
 
     plan: ShardPlan
+    split: Split  # data.holdout: the held-out samples training never reads
     transform: ValueTransform
     num_classes: int  # classes G and D are conditioned on (0: unconditional)
     G: nn.Module
@@ -150,14 +154,15 @@ def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
     run.best_metric vs the metrics this data gets (checked even when nothing is evaluated,
     because checkpoints record it). A UserError from any of them stops the run before anything
     is written."""
-    plan = shard_plan(cfg, info)
+    split = make_split(cfg.data.holdout, info.n)
+    plan = shard_plan(cfg, info, split)
     transform = make_transform(info, cfg.data.transform)
     labelled = cfg.model.conditional or cfg.train.aux_classifier
     num_classes = info.num_classes if labelled else 0
     torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
     G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
     best = best_metric_name(cfg.run.best_metric, info)
-    return Fitted(plan, transform, num_classes, G, D, best)
+    return Fitted(plan, split, transform, num_classes, G, D, best)
 
 
 @dataclass
@@ -168,6 +173,7 @@ class Pieces:
     device: torch.device
     trainer: Trainer
     reader: ShardReader
+    split: Split
     staged: str = ""  # data.stage: where the data were staged and how long it took (rank 0)
 
 
@@ -179,5 +185,6 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
     trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
-    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform)
-    return Pieces(info, device, trainer, reader, staged)
+    pool = fit.split.train_indices if fit.split.held else None
+    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, pool)
+    return Pieces(info, device, trainer, reader, fit.split, staged)

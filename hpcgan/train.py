@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train(cfg: Config, comm: Comm) -> None:
     stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
+    cfg = agree(comm, lambda: run_state.keep_split(cfg, Path(cfg.run.dir)))
     pieces = build(cfg, comm)  # every check against the data: exit 2 before anything is written
     info, device = pieces.info, pieces.device
     run_dir = prepare_run_dir(cfg, comm)

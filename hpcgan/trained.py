@@ -15,6 +15,7 @@ from hpcgan import run_state
 from hpcgan.config import Config, from_dict
 from hpcgan.data.builtin import builtin_path
 from hpcgan.data.format import DatasetInfo, SchemaError, read_info
+from hpcgan.data.holdout import Split, holdout_count
 from hpcgan.data.transforms import ValueTransform, make_transform
 from hpcgan.errors import ArgumentParser, UserError
 from hpcgan.metrics import sources
@@ -33,6 +34,7 @@ class LoadedRun:
     step: int
     run_dir: Path | None  # None for a checkpoint file outside a run directory
     network: str  # "G_ema" or "G": which weights were loaded
+    split: Split  # data.holdout as the run trained (none for runs from before the key)
 
     @property
     def eval_cache(self) -> Path | None:
@@ -55,7 +57,8 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
     G, _ = build_models(cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier)
     run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
     G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
-    return LoadedRun(G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler)
+    split = Split(info.n, holdout_count(ckpt.config["data"].get("holdout", "0"), info.n))
+    return LoadedRun(G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler, split)
 
 
 def generate(run: LoadedRun, n: int, seed: int) -> torch.Tensor:

@@ -10,21 +10,30 @@ import numpy as np
 import torch
 
 from hpcgan.data.format import DatasetInfo
+from hpcgan.data.holdout import file_runs
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import ValueTransform
 
 
 class ShardReader:
-    """Reads rank ``rank``'s part of global batch ``b`` as contiguous runs (see sharding.py).
+    """Reads rank ``rank``'s part of global batch ``b`` as contiguous runs (see sharding.py),
+    of the training samples only (holdout.py).
 
     The file is opened on first use, in the process that reads (never before a fork), without
     HDF5 file locking (which parallel file systems often do not support).
     """
 
     def __init__(
-        self, info: DatasetInfo, plan: ShardPlan, rank: int, world: int, transform: ValueTransform
+        self,
+        info: DatasetInfo,
+        plan: ShardPlan,
+        rank: int,
+        world: int,
+        transform: ValueTransform,
+        pool: np.ndarray | None = None,
     ) -> None:
         self.info, self.plan, self.rank, self.world = info, plan, rank, world
+        self.pool = pool  # the plan's positions in file indices (data.holdout); None: the same
         self.transform = transform
         self._file: h5py.File | None = None
         self.samples_read = 0
@@ -41,7 +50,7 @@ class ShardReader:
     def read(self, global_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Images in [-1, 1] as float32 ``[n, C, *S]`` and labels ``[n]`` (or None)."""
         images, labels = self._datasets()
-        runs = self.plan.runs(global_batch, self.rank, self.world)
+        runs = file_runs(self.plan.runs(global_batch, self.rank, self.world), self.pool)
         n = sum(b - a for a, b in runs)
         raw = np.empty((n, *self.info.shape), dtype=images.dtype)
         out_labels = np.empty(n, dtype=np.int64) if labels is not None else None

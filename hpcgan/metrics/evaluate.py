@@ -27,9 +27,10 @@ from torch import nn
 
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
+from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.errors import UserError
-from hpcgan.metrics import classifier, features, minkowski, sources, stats, two_sample
+from hpcgan.metrics import classifier, features, memorisation, minkowski, sources, stats, two_sample
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.inception import InceptionFeatures
 from hpcgan.metrics.precision_recall import precision_recall
@@ -120,6 +121,7 @@ class Evaluator:
         cache_dir: Path | None = None,
         inception_weights: Path | None = None,
         c2st: int = two_sample.SAMPLES,
+        split: Split | None = None,
     ) -> None:
         self.info, self.transform, self.comm, self.device = info, transform, comm, device
         self.z_dim, self.n, self.seed, self.cache_dir = z_dim, n, seed, cache_dir
@@ -137,26 +139,38 @@ class Evaluator:
                     f"of shape {info.shape}"
                 )
             self.extractors.append(InceptionFeatures(inception_weights, device))
-        self.real = sources.RealPicks(info, n, seed)
-        halves = self.real.num_blocks // 2  # blocks in the smaller half
+        # The real reference and the set its noise floor is measured against: held-out samples
+        # and as many training samples (data.holdout), else two halves (even and odd blocks)
+        # of picks from the whole file.
+        self.split = split if split is not None and split.held else None
+        if self.split is not None:
+            self.real = sources.RealPicks(info, n, seed, pool=self.split.held_indices)
+            self.other = sources.RealPicks(
+                info, self.real.n, seed, self.real.block, pool=self.split.train_indices
+            )
+            side = min(self.real.n, self.other.n)  # samples in the smaller side
+        else:
+            self.real = self.other = sources.RealPicks(info, n, seed)
+            side = self.real.num_blocks // 2 * self.real.block
         self.layout = stats.Layout(
             shape=info.shape,
             spatial=is_spatial(info),
             features={e.name: e.dim for e in self.extractors},
             num_classes=info.num_classes if self.classifier else 0,
-            kid_rows=min(KID_ROWS, n, halves * self.real.block),
+            kid_rows=min(KID_ROWS, n, side),
             highlevel=tuple(features.names(info.ndim, info.kind == "field")),
             rows=max(n, self.real.n),
             field=info.kind == "field",
             value_stats=tuple((k, float(info.stats[k])) for k in ("min", "max", "mean", "std")),
         )
         self.halves = self._reference()
-        self.reference = stats.merge(*self.halves)
-        # C2ST: samples per side, at most the smaller half of the real picks (for the floor)
-        self.c2st = min(two_sample.sample_count(info.shape, c2st), n, halves * self.real.block)
+        self.reference = self.halves[0] if self.split else stats.merge(*self.halves)
+        # C2ST: samples per side, at most the smaller real side (for the floor)
+        self.c2st = min(two_sample.sample_count(info.shape, c2st), n, side)
         self.c2st_wanted = c2st > 0
         self._c2st_real: tuple[torch.Tensor, torch.Tensor] | None = None
         self._c2st_floor: float | None = None
+        self._memo_train: np.ndarray | None = None
 
     # -- real data ----------------------------------------------------------------------
 
@@ -168,6 +182,7 @@ class Evaluator:
             "version": REFERENCE_VERSION,
             "n": self.real.n,
             "seed": self.seed,
+            "holdout": self.split.held if self.split else 0,
             "layout": repr(self.layout),
             "extractors": [getattr(e, "key", e.name) for e in self.extractors],
             "transform": repr(self.transform),
@@ -176,8 +191,8 @@ class Evaluator:
         return self.cache_dir / f"reference-{key}.npz"
 
     def _reference(self) -> tuple[stats.Totals, stats.Totals]:
-        """Collective: the totals of the even and the odd real blocks, from the cache or the
-        file (each rank reads its blocks)."""
+        """Collective: the totals of the held-out and the training picks (or of the even and
+        the odd real blocks), from the cache or the file (each rank reads its blocks)."""
         path = self._reference_path()
         cached = _load_halves(path) if self.comm.rank == 0 else None
         cached = self.comm.broadcast_object(cached)
@@ -187,11 +202,22 @@ class Evaluator:
             stats.SampleStats(self.layout, self.device),
             stats.SampleStats(self.layout, self.device),
         )
-        mine = sources.rank_blocks(self.real.num_blocks, self.comm.rank, self.comm.size)
-        for b, raw, _labels in self.real.read(mine):
+
+        def add(into: stats.SampleStats, raw: np.ndarray, first: int, row: int) -> None:
             y = torch.from_numpy(self.transform.encode(raw)).to(self.device)  # [B, C, *S]
             x = torch.from_numpy(raw).to(self.device).float()  # physical units
-            self._add(halves[b % 2], y, x, (b // 2) * self.real.block, b * self.real.block)
+            self._add(into, y, x, first, row)
+
+        block = self.real.block
+        if self.split is not None:
+            for side, picks in enumerate((self.real, self.other)):
+                mine = sources.rank_blocks(picks.num_blocks, self.comm.rank, self.comm.size)
+                for b, raw, _labels in picks.read(mine):
+                    add(halves[side], raw, b * block, b * block)
+        else:
+            mine = sources.rank_blocks(self.real.num_blocks, self.comm.rank, self.comm.size)
+            for b, raw, _labels in self.real.read(mine):
+                add(halves[b % 2], raw, (b // 2) * block, b * block)
         result = (halves[0].reduce(self.comm), halves[1].reduce(self.comm))
         if self.comm.rank == 0 and path is not None:
             _save_halves(path, result)
@@ -237,7 +263,7 @@ class Evaluator:
         if self.c2st:
             if progress is not None:
                 progress()  # rank 0 trains the C2ST classifier while the others wait
-            metrics["eval/c2st_auc"] = self._c2st_generated(kept)
+            metrics.update(self._c2st_generated(kept))
         elif self.c2st_wanted:  # too few real samples for a C2ST and its floor
             metrics["eval/c2st_auc"] = float("nan")
         return Result(metrics, curves)
@@ -249,9 +275,10 @@ class Evaluator:
         return self.run(G, progress).metrics
 
     def baseline(self) -> Result:
-        """The metrics of one half of the real samples against the other: the noise floor
-        (empty when the real samples are a single block). Each side has n/2 samples, so it
-        lies above the floor at n: about 2x for Frechet distances (bias ~ 1/n1 + 1/n2)."""
+        """The noise floor: the held-out samples against as many training samples, or one
+        half of the real picks against the other (empty when they are a single block). Halves
+        hold n/2 samples each, so they lie above the floor at n: about 2x for Frechet
+        distances (bias ~ 1/n1 + 1/n2)."""
         if not self.halves[1]["count"][0]:
             return Result({})
         metrics, curves = compare(self.halves[0], self.halves[1], self.layout, self.transform)
@@ -290,13 +317,19 @@ class Evaluator:
         return two_sample.auc(a, b, self.seed)
 
     def _real_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first c2st real samples of the even and of the odd blocks (the two halves),
-        encoded; read once, by the rank that trains the C2ST classifier."""
+        """The first c2st samples of the reference side (held-out picks, or even blocks) and
+        of the floor side (training picks, or odd blocks), encoded; read once, by the rank
+        that trains the C2ST classifier."""
         if self._c2st_real is None:
             sides: tuple[list, list] = ([], [])
             need = -(-self.c2st // self.real.block)  # blocks per side
-            for b, raw, _ in self.real.read(range(min(2 * need, self.real.num_blocks))):
-                sides[b % 2].append(torch.from_numpy(self.transform.encode(raw)))
+            if self.split is not None:
+                for side, picks in enumerate((self.real, self.other)):
+                    for _, raw, _ in picks.read(range(min(need, picks.num_blocks))):
+                        sides[side].append(torch.from_numpy(self.transform.encode(raw)))
+            else:
+                for b, raw, _ in self.real.read(range(min(2 * need, self.real.num_blocks))):
+                    sides[b % 2].append(torch.from_numpy(self.transform.encode(raw)))
             a, b = (torch.cat(s)[: self.c2st] for s in sides)
             self._c2st_real = (a, b)
         return self._c2st_real
@@ -309,8 +342,28 @@ class Evaluator:
         if self.comm.rank == 0:
             blocks = sorted((pair for part in gathered for pair in part), key=_first)
             fake = torch.cat([y for _, y in blocks]).to(self.device)
-            value = two_sample.auc(self._real_sets()[0].to(self.device), fake, self.seed)
+            value = {
+                "eval/c2st_auc": two_sample.auc(
+                    self._real_sets()[0].to(self.device), fake, self.seed
+                )
+            }
+            if self.split is not None:
+                value.update(self._memorisation(fake.cpu()))
         return self.comm.broadcast_object(value)
+
+    def _memorisation(self, fake: torch.Tensor) -> dict[str, float]:
+        """Nearest-neighbour distances of the C2ST's generated and held-out samples to the
+        training samples (all, or a seeded subset of memorisation.TRAIN_SAMPLES / TRAIN_BYTES),
+        in the encoded [-1, 1] values."""
+        if self._memo_train is None:
+            pool = self.split.train_indices
+            count = memorisation.train_count(self.info.shape, len(pool))
+            if count < len(pool):  # a seeded subset: copies of the others go unseen
+                pool = np.sort(np.random.default_rng(self.seed).choice(pool, count, False))
+            self._memo_train = self.transform.encode(sources.read_samples(self.info, pool))
+        held = self._real_sets()[0].numpy()
+        found = memorisation.memorisation(self._memo_train, held, fake.numpy())
+        return {"eval/memo_ratio": found.ratio, "eval/memo_copy_share": found.copy_share}
 
 
 def _first(pair: tuple[int, torch.Tensor]) -> int:

@@ -22,6 +22,15 @@ from sklearn.neighbors import NearestNeighbors
 
 RATIO_FLAG = 0.7
 SHARE_FLAG = 0.01
+TRAIN_SAMPLES = 10_000  # training samples searched, at most...
+TRAIN_BYTES = 256 * 1024 * 1024  # ...and at most this much float32 (big volumes)
+
+
+def train_count(shape: tuple[int, ...], available: int) -> int:
+    """Training samples to search for neighbours: all up to TRAIN_SAMPLES / TRAIN_BYTES. With
+    fewer than all, copies of the others go unseen: the share is then a lower bound."""
+    per_sample = 4 * int(np.prod(shape))
+    return max(1, min(available, TRAIN_SAMPLES, TRAIN_BYTES // per_sample))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hpcgan.data.format import DatasetInfo
+from hpcgan.data.holdout import file_runs
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.rng import STREAM_EVAL_LATENT, draw
 
@@ -32,13 +33,23 @@ def rank_blocks(num_blocks: int, rank: int, world: int) -> range:
 
 
 class RealPicks:
-    """About ``n`` real samples (whole blocks, at most the file), the same at any world size."""
+    """About ``n`` real samples (whole blocks, at most the file), the same at any world size;
+    with ``pool`` (ascending file indices: the held-out or the training samples), picked from
+    those only."""
 
-    def __init__(self, info: DatasetInfo, n: int, seed: int, block: int = BLOCK) -> None:
-        self.info = info
-        self.block = min(block, info.n)
+    def __init__(
+        self,
+        info: DatasetInfo,
+        n: int,
+        seed: int,
+        block: int = BLOCK,
+        pool: np.ndarray | None = None,
+    ) -> None:
+        self.info, self.pool = info, pool
+        size = info.n if pool is None else len(pool)
+        self.block = min(block, size)
         segment = info.chunk_samples if info.compression else 8  # as training reads
-        self.plan = ShardPlan(info.n, self.block, segment, seed)
+        self.plan = ShardPlan(size, self.block, segment, seed)
         self.num_blocks = max(1, min(math.ceil(n / self.block), self.plan.batches_per_epoch))
         self.n = self.num_blocks * self.block
 
@@ -48,10 +59,18 @@ class RealPicks:
             images = f["images"]
             labels = f["labels"] if self.info.has_labels else None
             for b in blocks:
-                runs = self.plan.runs(b, 0, 1)
+                runs = file_runs(self.plan.runs(b, 0, 1), self.pool)
                 raw = np.concatenate([images[a:z] for a, z in runs])
                 lab = np.concatenate([labels[a:z] for a, z in runs]) if labels is not None else None
                 yield b, raw, lab
+
+
+def read_samples(info: DatasetInfo, pool: np.ndarray) -> np.ndarray:
+    """The samples at the ascending file indices ``pool``, as stored, in contiguous reads."""
+    with h5py.File(info.path, "r", locking=False) as f:
+        images = f["images"]
+        parts = [images[a:z] for a, z in file_runs([(0, len(pool))], pool)]
+    return np.concatenate(parts) if parts else np.empty((0, *info.shape), info.dtype)
 
 
 def latents(seed: int, block: int, z_dim: int, size: int = BLOCK) -> torch.Tensor:
