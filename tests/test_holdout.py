@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import launch
+from conftest import Replay, launch
 
 from hpcgan.data import synth
 from hpcgan.data.holdout import AUTO_MIN_SAMPLES, Split, file_runs, holdout_count, make_split
@@ -128,20 +128,6 @@ def test_reader_touches_only_training_indices(indexed_h5):
     assert len(got) == 150 and set(got.tolist()) <= held
 
 
-class _Replay(torch.nn.Module):
-    """A 'generator' that returns given samples in order (z is ignored)."""
-
-    def __init__(self, samples: torch.Tensor) -> None:
-        super().__init__()
-        self.samples, self.next = samples, 0
-        self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.samples[self.next : self.next + len(z)]
-        self.next += len(z)
-        return out
-
-
 def test_evaluator_judges_against_held_out_data_and_flags_copies(fields, monkeypatch):
     """Held-out reference, floor against training samples, and memorisation: a generator
     that replays training samples is flagged, one that draws new fields is not."""
@@ -163,16 +149,16 @@ def test_evaluator_judges_against_held_out_data_and_flags_copies(fields, monkeyp
     with h5py.File(fields, "r") as f:
         stored = f["images"][:]
     copies = torch.from_numpy(transform.encode(stored[split.train_indices[:256]]))
-    copied = ev.evaluate(_Replay(copies))
+    copied = ev.evaluate(Replay(copies))
     assert copied["eval/memo_ratio"] == 0.0 and copied["eval/memo_copy_share"] == 1.0
     assert judge("eval/memo_copy_share", copied["eval/memo_copy_share"], None).startswith("copies")
     fresh = torch.from_numpy(transform.encode(synth.grf(256, size=16, seed=9)))
-    new = ev.evaluate(_Replay(fresh))
+    new = ev.evaluate(Replay(fresh))
     assert 0.8 < new["eval/memo_ratio"] < 1.25 and new["eval/memo_copy_share"] < 0.03
     assert judge("eval/memo_ratio", new["eval/memo_ratio"], None) == "not copying"
     # Without a split: two halves of the whole file, no memorisation.
     whole = Evaluator(info, transform, SingleProcess(), torch.device("cpu"), 4, n=256)
-    assert whole.split is None and "eval/memo_ratio" not in whole.evaluate(_Replay(fresh))
+    assert whole.split is None and "eval/memo_ratio" not in whole.evaluate(Replay(fresh))
 
 
 def test_training_evaluates_on_held_out_data_and_resumes_only_with_its_split(tmp_path, fields):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import Replay
 
 from hpcgan.data import synth
 from hpcgan.metrics import features, two_sample
@@ -101,20 +102,6 @@ def test_verdict_rule():
     assert set(verdicts({"eval/ks": 1.0, "eval/class_frac/3": 0.1}, {})) == {"eval/ks"}
 
 
-class _Replay(torch.nn.Module):
-    """A 'generator' that returns given samples in order (z is ignored)."""
-
-    def __init__(self, samples: torch.Tensor) -> None:
-        super().__init__()
-        self.samples, self.next = samples, 0
-        self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.samples[self.next : self.next + len(z)]
-        self.next += len(z)
-        return out
-
-
 @pytest.fixture(scope="module")
 def grf(tmp_path_factory):
     from hpcgan.data.format import read_info
@@ -136,13 +123,13 @@ def test_evaluator_reports_the_verdict_metrics_with_their_floors(grf, monkeypatc
     assert ev.c2st == 384 // 2 // 128 * 128  # the smaller real half
     floor = ev.baseline().metrics
     fresh = synth.grf(384, size=16, seed=5)
-    same = ev.evaluate(_Replay(torch.from_numpy(transform.encode(fresh))))
+    same = ev.evaluate(Replay(torch.from_numpy(transform.encode(fresh))))
     assert set(same) == set(metric_names(grf)) and "eval/sep/peaks" in same
     assert {"eval/c2st_auc", "eval/sep_max", "eval/ps_std_rel_err"} <= set(floor)
     assert same["eval/c2st_auc"] < 0.65 and floor["eval/c2st_auc"] < 0.65
     assert same["eval/sep_max"] < 3 * floor["eval/sep_max"] + 0.02
     assert same["eval/ps_std_rel_err"] < 3 * floor["eval/ps_std_rel_err"] + 0.05
-    bad = ev.evaluate(_Replay(torch.from_numpy(transform.encode(fresh**1.3))))
+    bad = ev.evaluate(Replay(torch.from_numpy(transform.encode(fresh**1.3))))
     assert bad["eval/c2st_auc"] > 0.85
     assert bad["eval/sep/max"] > 5 * same["eval/sep/max"] + 0.05
     assert bad["eval/ps_std_rel_err"] > 0.3
