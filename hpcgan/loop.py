@@ -13,7 +13,6 @@ import torch
 from hpcgan import images, run_state
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
-from hpcgan.data.holdout import make_split
 from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.errors import Diverged, Preempted, UserError
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
@@ -161,7 +160,7 @@ class Loop:
                 n=self.cfg.run.eval_n,
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
-                split=make_split(self.cfg.data.holdout, self.reader.info.n),
+                split=self.reader.split,
             )
         # A beat per block: a long evaluation is progress, not a hung peer.
         beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")

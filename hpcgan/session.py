@@ -173,7 +173,6 @@ class Pieces:
     device: torch.device
     trainer: Trainer
     reader: ShardReader
-    split: Split
     staged: str = ""  # data.stage: where the data were staged and how long it took (rank 0)
 
 
@@ -185,6 +184,5 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
     trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
-    pool = fit.split.train_indices if fit.split.held else None
-    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, pool)
-    return Pieces(info, device, trainer, reader, fit.split, staged)
+    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split)
+    return Pieces(info, device, trainer, reader, staged)

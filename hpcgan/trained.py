@@ -15,7 +15,7 @@ from hpcgan import run_state
 from hpcgan.config import Config, from_dict
 from hpcgan.data.builtin import builtin_path
 from hpcgan.data.format import DatasetInfo, SchemaError, read_info
-from hpcgan.data.holdout import Split, holdout_count
+from hpcgan.data.holdout import Split, make_split
 from hpcgan.data.transforms import ValueTransform, make_transform
 from hpcgan.errors import ArgumentParser, UserError
 from hpcgan.metrics import sources
@@ -57,7 +57,7 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
     G, _ = build_models(cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier)
     run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
     G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
-    split = Split(info.n, holdout_count(ckpt.config["data"].get("holdout", "0"), info.n))
+    split = make_split(ckpt.config["data"].get("holdout", "0"), info.n)
     return LoadedRun(G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler, split)
 
 

@@ -68,7 +68,7 @@ pieces = build(cfg, comm)
 reads = [pieces.reader.read(b)[1].tolist() for b in range(pieces.reader.plan.batches_per_epoch)]
 everything = comm.gather_object(reads)
 if comm.rank == 0:
-    print(json.dumps({"held": pieces.split.held_indices.tolist(), "ranks": everything}))
+    print(json.dumps({"held": pieces.reader.split.held_indices.tolist(), "ranks": everything}))
 """
 
 
@@ -118,7 +118,7 @@ def test_reader_touches_only_training_indices(indexed_h5):
     plan = ShardPlan(split.train_count, 40, 8, seed=1)
     seen = []
     for rank in range(2):
-        reader = ShardReader(info, plan, rank, 2, make_transform(info, "auto"), split.train_indices)
+        reader = ShardReader(info, plan, rank, 2, make_transform(info, "auto"), split)
         seen += [reader.read(b)[1] for b in range(plan.batches_per_epoch)]
     seen = np.concatenate(seen)
     assert len(seen) == len(set(seen.tolist())) == split.train_count // 40 * 40

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hpcgan.data.format import DatasetInfo
-from hpcgan.data.holdout import file_runs
+from hpcgan.data.holdout import Split, file_runs
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import ValueTransform
 
@@ -30,10 +30,11 @@ class ShardReader:
         rank: int,
         world: int,
         transform: ValueTransform,
-        pool: np.ndarray | None = None,
+        split: Split | None = None,
     ) -> None:
         self.info, self.plan, self.rank, self.world = info, plan, rank, world
-        self.pool = pool  # the plan's positions in file indices (data.holdout); None: the same
+        self.split = split  # data.holdout; the plan's positions are split.train_indices
+        self.pool = split.train_indices if split is not None and split.held else None
         self.transform = transform
         self._file: h5py.File | None = None
         self.samples_read = 0
