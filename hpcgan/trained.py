@@ -64,12 +64,9 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
 def generate(run: LoadedRun, n: int, seed: int) -> torch.Tensor:
     """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host."""
     blocks = range(sources.num_fake_blocks(n))
-    z_dim = run.cfg.model.z_dim
+    z_dim, G = run.cfg.model.z_dim, sources.for_inference(run.G)
     return torch.cat(
-        [
-            sources.generate(run.G, z_dim, seed, b, sources.fake_block_size(n, b)).cpu()
-            for b in blocks
-        ]
+        [sources.generate(G, z_dim, seed, b, sources.fake_block_size(n, b)).cpu() for b in blocks]
     )
 
 

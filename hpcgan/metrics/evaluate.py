@@ -245,6 +245,7 @@ class Evaluator:
         fake = stats.SampleStats(self.layout, self.device)
         blocks = sources.num_fake_blocks(self.n)
         kept: list[tuple[int, torch.Tensor]] = []  # this rank's first c2st samples, for C2ST
+        G = sources.for_inference(G)
         for b in sources.rank_blocks(blocks, self.comm.rank, self.comm.size):
             if progress is not None:
                 progress()

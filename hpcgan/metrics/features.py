@@ -23,7 +23,6 @@ result does not depend on the number of ranks.
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from hpcgan import spectrum
@@ -70,6 +69,8 @@ def peak_counts(x: torch.Tensor, threshold: float) -> torch.Tensor:
     neighbourhood (scipy.ndimage.maximum_filter) and above ``threshold``; channels add."""
     a = x.detach().cpu().double().numpy()
     size = (1, 1) + (3,) * (a.ndim - 2)
+    import scipy.ndimage  # lazily: see hpcgan.metrics
+
     peak = (a == scipy.ndimage.maximum_filter(a, size=size, mode="wrap")) & (a > threshold)
     return torch.from_numpy(peak.reshape(len(a), -1).sum(1).astype(np.float64)).to(x.device)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 RATIO_FLAG = 0.7
 SHARE_FLAG = 0.01
@@ -45,6 +44,8 @@ class Memorisation:
 def nn_distances(train: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Distance [N] from each query row to its nearest training row."""
     flat = np.asarray(train, np.float64).reshape(len(train), -1)
+    from sklearn.neighbors import NearestNeighbors  # lazily: see hpcgan.metrics
+
     nn = NearestNeighbors(n_neighbors=1).fit(flat)
     return nn.kneighbors(np.asarray(queries, np.float64).reshape(len(queries), -1))[0][:, 0]
 

@@ -11,8 +11,6 @@ in [0, 1], higher is better; docs/evaluation.md, "Precision and recall".
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import pairwise_distances
-from sklearn.neighbors import NearestNeighbors
 
 K = 3
 CHUNK = 2048  # rows of the distance matrix computed at once
@@ -20,12 +18,16 @@ CHUNK = 2048  # rows of the distance matrix computed at once
 
 def radii(features: np.ndarray, k: int = K) -> np.ndarray:
     """Distance [N] of each row to its k-th nearest other row."""
+    from sklearn.neighbors import NearestNeighbors  # lazily: see hpcgan.metrics
+
     nn = NearestNeighbors(n_neighbors=min(k + 1, len(features))).fit(features)
     return nn.kneighbors(features)[0][:, -1]
 
 
 def inside(points: np.ndarray, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Whether each point lies in some ball (centre, radius), [len(points)] bool."""
+    from sklearn.metrics import pairwise_distances  # lazily: see hpcgan.metrics
+
     out = np.zeros(len(points), dtype=bool)
     for start in range(0, len(points), CHUNK):
         d = pairwise_distances(points[start : start + CHUNK], centres)

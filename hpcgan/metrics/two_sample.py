@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from hpcgan import nd
@@ -77,4 +76,6 @@ def auc(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, epochs: int = EPO
     with torch.no_grad():
         scores = [net((s[1::2] - mean) / std).cpu() for s in (real, fake)]
     labels = np.r_[np.zeros(len(scores[0])), np.ones(len(scores[1]))]
+    from sklearn.metrics import roc_auc_score  # lazily: see hpcgan.metrics
+
     return float(roc_auc_score(labels, torch.cat(scores).double().numpy()))
