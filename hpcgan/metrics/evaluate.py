@@ -286,7 +286,7 @@ class Evaluator:
         metrics.update(self._extra(self.halves[0], self.halves[1]))
         if self.c2st:
             if self._c2st_floor is None:
-                self._c2st_floor = self._on_rank0(self._real_floor)
+                self._c2st_floor = self._c2st(self._real_sets)
             metrics["eval/c2st_auc"] = self._c2st_floor
         return Result(metrics, curves)
 
@@ -309,13 +309,19 @@ class Evaluator:
             out["eval/precision"], out["eval/recall"] = p, r
         return out
 
-    def _on_rank0(self, fn: Callable[[], float]) -> float:
-        """Collective: ``fn()`` computed by rank 0 and given to every rank."""
-        return self.comm.broadcast_object(fn() if self.comm.rank == 0 else None)
-
-    def _real_floor(self) -> float:
-        a, b = (s.to(self.device) for s in self._real_sets())
-        return two_sample.auc(a, b, self.seed)
+    def _c2st(self, sets: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Collective: the C2ST AUC of the two ``sets()``, the larger of its views
+        (two_sample.VIEWS). View i is trained by rank i % world: side by side when there are
+        ranks to spare, each a pure function of the sets (docs/evaluation.md)."""
+        found = []
+        for i, view in enumerate(two_sample.VIEWS):
+            root = i % self.comm.size
+            value = None
+            if self.comm.rank == root:
+                a, b = (x.to(self.device) for x in sets())
+                value = two_sample.auc(a, b, self.seed, view=view)
+            found.append((root, value))
+        return max(self.comm.broadcast_object(value, root=root) for root, value in found)
 
     def _real_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first c2st samples of the reference side (held-out picks, or even blocks) and
@@ -335,22 +341,21 @@ class Evaluator:
             self._c2st_real = (a, b)
         return self._c2st_real
 
-    def _c2st_generated(self, kept: list[tuple[int, torch.Tensor]]) -> float:
+    def _c2st_generated(self, kept: list[tuple[int, torch.Tensor]]) -> dict[str, float]:
         """Collective: C2ST AUC of the first c2st generated samples against the first real
-        half; the blocks are gathered to rank 0 in global order, which trains the classifier."""
-        gathered = self.comm.gather_object(kept, root=0)
-        value = None
-        if self.comm.rank == 0:
-            blocks = sorted((pair for part in gathered for pair in part), key=_first)
-            fake = torch.cat([y for _, y in blocks]).to(self.device)
-            value = {
-                "eval/c2st_auc": two_sample.auc(
-                    self._real_sets()[0].to(self.device), fake, self.seed
-                )
-            }
-            if self.split is not None:
-                value.update(self._memorisation(fake.cpu()))
-        return self.comm.broadcast_object(value)
+        half (the blocks are gathered, in global order, to the ranks that train its views),
+        and memorisation, computed by rank 0."""
+        fake = None
+        for root in sorted({i % self.comm.size for i in range(len(two_sample.VIEWS))}):
+            gathered = self.comm.gather_object(kept, root=root)
+            if self.comm.rank == root:
+                blocks = sorted((pair for part in gathered for pair in part), key=_first)
+                fake = torch.cat([y for _, y in blocks])
+        value = {"eval/c2st_auc": self._c2st(lambda: (self._real_sets()[0], fake))}
+        if self.split is not None:
+            memo = self._memorisation(fake) if self.comm.rank == 0 else None
+            value.update(self.comm.broadcast_object(memo))
+        return value
 
     def _memorisation(self, fake: torch.Tensor) -> dict[str, float]:
         """Nearest-neighbour distances of the C2ST's generated and held-out samples to the
