@@ -126,6 +126,16 @@ def test_reader_touches_only_training_indices(indexed_h5):
     picks = RealPicks(info, 150, seed=2, block=50, pool=split.held_indices)
     got = np.concatenate([lab for _, _, lab in picks.read(range(picks.num_blocks))])
     assert len(got) == 150 and set(got.tolist()) <= held
+    # The evaluation classifier learns from training samples only (whole blocks of 128 of the
+    # 750), under its own cache key.
+    from hpcgan.metrics import classifier
+
+    transform = make_transform(info, "auto")
+    _, labels = classifier._read_training_set(info, transform, 0, split.train_indices)
+    assert len(labels) == 640 and not held & set(labels.tolist())
+    _, labels = classifier._read_training_set(info, transform, 0)
+    assert held & set(labels.tolist())  # without a split: the whole file, as before
+    assert classifier.cache_key(info, 0, split.held) != classifier.cache_key(info, 0)
 
 
 def test_evaluator_judges_against_held_out_data_and_flags_copies(fields, monkeypatch):

@@ -4,7 +4,9 @@ Its penultimate features give the classifier Frechet distance (FID-style), its p
 per-class coverage of generated samples. A network trained on the data itself measures what
 matters for that data (strokes of digits, shapes of showers), needs no downloaded weights, and
 trains in seconds on a CPU. It is trained once, on rank 0, cached in the run directory under a
-key of the dataset file's identity, and every rank gets rank 0's weights.
+key of the dataset file's identity, and every rank gets rank 0's weights. With held-out samples
+(data.holdout) it learns from the training samples only: nothing hpcgan trains sees the
+held-out ones, so they are as new to the feature space as to the generator.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from hpcgan import nd
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
+from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.files import atomic_write
 from hpcgan.metrics.sources import RealPicks, dataset_identity
@@ -71,8 +74,10 @@ class Classifier:
         return features, logits.argmax(dim=1)
 
 
-def cache_key(info: DatasetInfo, seed: int) -> str:
+def cache_key(info: DatasetInfo, seed: int, held: int = 0) -> str:
     ident = {**dataset_identity(info), "version": VERSION, "seed": seed}
+    if held:  # trained without the held-out samples (keys without a split are as before)
+        ident["held"] = held
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -83,16 +88,18 @@ def load_or_train(
     device: torch.device,
     cache_dir: Path | None,
     seed: int = 0,
+    split: Split | None = None,
 ) -> Classifier:
-    """Collective: rank 0 loads the cached classifier or trains (and caches) one; all ranks
-    get its weights."""
-    key = cache_key(info, seed)
+    """Collective: rank 0 loads the cached classifier or trains (and caches) one, on the
+    training samples of ``split`` when it holds some out; all ranks get its weights."""
+    pool = split.train_indices if split is not None and split.held else None
+    key = cache_key(info, seed, split.held if pool is not None else 0)
     path = cache_dir / f"classifier-{key}.pt" if cache_dir else None
     state = None
     if comm.rank == 0:
         state = _load(path)
         if state is None:
-            state = _train(info, transform, device, seed)
+            state = _train(info, transform, device, seed, pool)
             _save(path, state)
     state = comm.broadcast_object(state)
     net = SmallCNN(info.channels, info.num_classes, info.ndim)
@@ -120,10 +127,13 @@ def _save(path: Path | None, state: dict) -> None:
         pass
 
 
-def _read_training_set(info: DatasetInfo, transform: ValueTransform, seed: int):
-    """Encoded samples [N, C, *S] float32 and labels [N] int64 of the first real picks."""
+def _read_training_set(
+    info: DatasetInfo, transform: ValueTransform, seed: int, pool: np.ndarray | None = None
+):
+    """Encoded samples [N, C, *S] float32 and labels [N] int64 of the first real picks (from
+    the file indices ``pool`` only, when given)."""
     n = max(1, min(TRAIN_SAMPLES, TRAIN_BYTES // (4 * int(np.prod(info.shape)))))
-    picks = RealPicks(info, n, seed)
+    picks = RealPicks(info, n, seed, pool=pool)
     images, labels = [], []
     for _, raw, lab in picks.read(range(picks.num_blocks)):
         images.append(transform.encode(raw))
@@ -131,8 +141,14 @@ def _read_training_set(info: DatasetInfo, transform: ValueTransform, seed: int):
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _train(info: DatasetInfo, transform: ValueTransform, device: torch.device, seed: int) -> dict:
-    images, labels = _read_training_set(info, transform, seed)
+def _train(
+    info: DatasetInfo,
+    transform: ValueTransform,
+    device: torch.device,
+    seed: int,
+    pool: np.ndarray | None = None,
+) -> dict:
+    images, labels = _read_training_set(info, transform, seed, pool)
     held = torch.arange(len(images)) % HOLDOUT_EVERY == 0
     train_x, train_y = images[~held].to(device), labels[~held].to(device)
     # Its own random stream: training the classifier must not change the GAN run's RNG state.

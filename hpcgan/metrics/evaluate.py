@@ -125,11 +125,15 @@ class Evaluator:
     ) -> None:
         self.info, self.transform, self.comm, self.device = info, transform, comm, device
         self.z_dim, self.n, self.seed, self.cache_dir = z_dim, n, seed, cache_dir
+        # The real reference and the set its noise floor is measured against: held-out samples
+        # and as many training samples (data.holdout), else two halves (even and odd blocks)
+        # of picks from the whole file.
+        self.split = split if split is not None and split.held else None
         self.extractors: list = []
         self.classifier: classifier.Classifier | None = None
         if info.num_classes >= 2:
             self.classifier = classifier.load_or_train(
-                info, transform, comm, device, cache_dir, seed
+                info, transform, comm, device, cache_dir, seed, self.split
             )
             self.extractors.append(self.classifier)
         if inception_weights is not None:
@@ -139,10 +143,6 @@ class Evaluator:
                     f"of shape {info.shape}"
                 )
             self.extractors.append(InceptionFeatures(inception_weights, device))
-        # The real reference and the set its noise floor is measured against: held-out samples
-        # and as many training samples (data.holdout), else two halves (even and odd blocks)
-        # of picks from the whole file.
-        self.split = split if split is not None and split.held else None
         if self.split is not None:
             self.real = sources.RealPicks(info, n, seed, pool=self.split.held_indices)
             self.other = sources.RealPicks(
