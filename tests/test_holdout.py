@@ -135,7 +135,38 @@ def test_reader_touches_only_training_indices(indexed_h5):
     assert len(labels) == 640 and not held & set(labels.tolist())
     _, labels = classifier._read_training_set(info, transform, 0)
     assert held & set(labels.tolist())  # without a split: the whole file, as before
-    assert classifier.cache_key(info, 0, split.held) != classifier.cache_key(info, 0)
+    assert classifier.cache_key(info, 0, split.train_indices) != classifier.cache_key(info, 0)
+
+
+def test_evaluation_classifier_learns_from_samples_the_floor_does_not_use(
+    tmp_path, digits_h5, monkeypatch
+):
+    """With held-out digits, the classifier's training samples exclude the held-out ones and
+    the training picks that the floor compares with them: the floor then compares two sets the
+    classifier never saw, as generated samples are. A split that would leave it fewer than half
+    of the training samples gives it all of them."""
+    from hpcgan.comm.base import SingleProcess
+    from hpcgan.data.format import read_info
+    from hpcgan.data.transforms import make_transform
+    from hpcgan.metrics import classifier
+    from hpcgan.metrics.evaluate import Evaluator
+
+    pools = []
+    monkeypatch.setattr(classifier, "STEPS", 5)
+    real_train = classifier._train
+    monkeypatch.setattr(classifier, "_train", lambda *a: pools.append(a[4]) or real_train(*a))
+    info = read_info(digits_h5)
+    for holdout in ("0.2", "0.8"):
+        split = make_split(holdout, info.n)
+        ev = Evaluator(info, make_transform(info, "auto"), SingleProcess(), torch.device("cpu"),
+                       z_dim=8, n=256, cache_dir=tmp_path / holdout, split=split)  # fmt: skip
+        pool, floor = set(pools[-1].tolist()), set(ev.other.indices().tolist())
+        train = set(split.train_indices.tolist())
+        assert len(floor) == 256 and floor <= train and pool <= train  # never a held-out digit
+        if holdout == "0.2":  # 1438 training digits: all but the floor's 256
+            assert len(pool) == split.train_count - 256 and not pool & floor
+        else:  # 360: without the floor's 256 it would keep 104, under half: all 360
+            assert pool == train
 
 
 def test_evaluator_judges_against_held_out_data_and_flags_copies(fields, monkeypatch):

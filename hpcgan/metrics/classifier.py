@@ -5,8 +5,9 @@ per-class coverage of generated samples. A network trained on the data itself me
 matters for that data (strokes of digits, shapes of showers), needs no downloaded weights, and
 trains in seconds on a CPU. It is trained once, on rank 0, cached in the run directory under a
 key of the dataset file's identity, and every rank gets rank 0's weights. With held-out samples
-(data.holdout) it learns from the training samples only: nothing hpcgan trains sees the
-held-out ones, so they are as new to the feature space as to the generator.
+(data.holdout) it learns from the training samples that the noise floor does not use: the
+held-out samples, the floor's training samples and the generated ones are then all new to its
+feature space, so the floor measures no seen-vs-unseen gap (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch import nn
 from hpcgan import nd
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
-from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.files import atomic_write
 from hpcgan.metrics.sources import RealPicks, dataset_identity
@@ -74,10 +74,10 @@ class Classifier:
         return features, logits.argmax(dim=1)
 
 
-def cache_key(info: DatasetInfo, seed: int, held: int = 0) -> str:
+def cache_key(info: DatasetInfo, seed: int, pool: np.ndarray | None = None) -> str:
     ident = {**dataset_identity(info), "version": VERSION, "seed": seed}
-    if held:  # trained without the held-out samples (keys without a split are as before)
-        ident["held"] = held
+    if pool is not None:  # trained on these file indices only (keys without are as before)
+        ident["pool"] = hashlib.sha1(np.ascontiguousarray(pool, np.int64).tobytes()).hexdigest()
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -88,12 +88,12 @@ def load_or_train(
     device: torch.device,
     cache_dir: Path | None,
     seed: int = 0,
-    split: Split | None = None,
+    pool: np.ndarray | None = None,
 ) -> Classifier:
     """Collective: rank 0 loads the cached classifier or trains (and caches) one, on the
-    training samples of ``split`` when it holds some out; all ranks get its weights."""
-    pool = split.train_indices if split is not None and split.held else None
-    key = cache_key(info, seed, split.held if pool is not None else 0)
+    samples at the ascending file indices ``pool`` (None: the whole file); all ranks get its
+    weights."""
+    key = cache_key(info, seed, pool)
     path = cache_dir / f"classifier-{key}.pt" if cache_dir else None
     state = None
     if comm.rank == 0:

@@ -129,20 +129,6 @@ class Evaluator:
         # and as many training samples (data.holdout), else two halves (even and odd blocks)
         # of picks from the whole file.
         self.split = split if split is not None and split.held else None
-        self.extractors: list = []
-        self.classifier: classifier.Classifier | None = None
-        if info.num_classes >= 2:
-            self.classifier = classifier.load_or_train(
-                info, transform, comm, device, cache_dir, seed, self.split
-            )
-            self.extractors.append(self.classifier)
-        if inception_weights is not None:
-            if info.ndim != 2:
-                raise UserError(
-                    f"Inception features are defined for 2-D images; {info.path} has samples "
-                    f"of shape {info.shape}"
-                )
-            self.extractors.append(InceptionFeatures(inception_weights, device))
         if self.split is not None:
             self.real = sources.RealPicks(info, n, seed, pool=self.split.held_indices)
             self.other = sources.RealPicks(
@@ -152,6 +138,20 @@ class Evaluator:
         else:
             self.real = self.other = sources.RealPicks(info, n, seed)
             side = self.real.num_blocks // 2 * self.real.block
+        self.extractors: list = []
+        self.classifier: classifier.Classifier | None = None
+        if info.num_classes >= 2:
+            self.classifier = classifier.load_or_train(
+                info, transform, comm, device, cache_dir, seed, self._classifier_pool()
+            )
+            self.extractors.append(self.classifier)
+        if inception_weights is not None:
+            if info.ndim != 2:
+                raise UserError(
+                    f"Inception features are defined for 2-D images; {info.path} has samples "
+                    f"of shape {info.shape}"
+                )
+            self.extractors.append(InceptionFeatures(inception_weights, device))
         self.layout = stats.Layout(
             shape=info.shape,
             spatial=is_spatial(info),
@@ -173,6 +173,17 @@ class Evaluator:
         self._memo_train: np.ndarray | None = None
 
     # -- real data ----------------------------------------------------------------------
+
+    def _classifier_pool(self) -> np.ndarray | None:
+        """The file indices the evaluation classifier learns from: with held-out samples, the
+        training samples that the floor does not use, so that the floor compares two sets the
+        classifier never saw, as the generated samples are; all training samples when that
+        would leave it fewer than half of them (a large data.holdout on a small file)."""
+        if self.split is None:
+            return None
+        train = self.split.train_indices
+        unused = np.setdiff1d(train, self.other.indices())
+        return unused if 2 * len(unused) >= len(train) else train
 
     def _reference_path(self) -> Path | None:
         if self.cache_dir is None:
@@ -263,7 +274,7 @@ class Evaluator:
         metrics.update(self._extra(self.reference, totals))
         if self.c2st:
             if progress is not None:
-                progress()  # rank 0 trains the C2ST classifier while the others wait
+                progress()  # ranks 0 and 1 train the C2ST's views while the others wait
             metrics.update(self._c2st_generated(kept))
         elif self.c2st_wanted:  # too few real samples for a C2ST and its floor
             metrics["eval/c2st_auc"] = float("nan")
@@ -321,12 +332,13 @@ class Evaluator:
                 a, b = (x.to(self.device) for x in sets())
                 value = two_sample.auc(a, b, self.seed, view=view)
             found.append((root, value))
-        return max(self.comm.broadcast_object(value, root=root) for root, value in found)
+        aucs = [self.comm.broadcast_object(value, root=root) for root, value in found]
+        return float("nan") if any(np.isnan(aucs)) else max(aucs)
 
     def _real_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first c2st samples of the reference side (held-out picks, or even blocks) and
-        of the floor side (training picks, or odd blocks), encoded; read once, by the rank
-        that trains the C2ST classifier."""
+        of the floor side (training picks, or odd blocks), encoded; read once, by each rank
+        that trains a view of the C2ST (and rank 0, for memorisation)."""
         if self._c2st_real is None:
             sides: tuple[list, list] = ([], [])
             need = -(-self.c2st // self.real.block)  # blocks per side

@@ -54,6 +54,11 @@ class RealPicks:
         self.num_blocks = max(1, min(math.ceil(n / self.block), self.plan.batches_per_epoch))
         self.n = self.num_blocks * self.block
 
+    def indices(self) -> np.ndarray:
+        """The file indices of all the picked samples, ascending."""
+        runs = [r for b in range(self.num_blocks) for r in self.plan.runs(b, 0, 1)]
+        return np.unique(np.concatenate([np.arange(a, z) for a, z in file_runs(runs, self.pool)]))
+
     def read(self, blocks: range) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         """(block, samples [block, C, *S] as stored, labels [block] or None) for each block."""
         with h5py.File(self.info.path, "r", locking=False) as f:
