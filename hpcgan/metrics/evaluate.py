@@ -325,8 +325,7 @@ class Evaluator:
         (two_sample.VIEWS). View i is trained by rank i % world: side by side when there are
         ranks to spare, each a pure function of the sets (docs/evaluation.md)."""
         found = []
-        for i, view in enumerate(two_sample.VIEWS):
-            root = i % self.comm.size
+        for view, root in self._c2st_views():
             value = None
             if self.comm.rank == root:
                 a, b = (x.to(self.device) for x in sets())
@@ -334,6 +333,10 @@ class Evaluator:
             found.append((root, value))
         aucs = [self.comm.broadcast_object(value, root=root) for root, value in found]
         return float("nan") if any(np.isnan(aucs)) else max(aucs)
+
+    def _c2st_views(self) -> list[tuple[str, int]]:
+        """(view, the rank that trains it) for each view of the C2ST."""
+        return [(view, i % self.comm.size) for i, view in enumerate(two_sample.VIEWS)]
 
     def _real_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first c2st samples of the reference side (held-out picks, or even blocks) and
@@ -358,7 +361,7 @@ class Evaluator:
         half (the blocks are gathered, in global order, to the ranks that train its views),
         and memorisation, computed by rank 0."""
         fake = None
-        for root in sorted({i % self.comm.size for i in range(len(two_sample.VIEWS))}):
+        for root in sorted({root for _, root in self._c2st_views()}):
             gathered = self.comm.gather_object(kept, root=root)
             if self.comm.rank == root:
                 blocks = sorted((pair for part in gathered for pair in part), key=_first)

@@ -56,8 +56,12 @@ class RealPicks:
 
     def indices(self) -> np.ndarray:
         """The file indices of all the picked samples, ascending."""
-        runs = [r for b in range(self.num_blocks) for r in self.plan.runs(b, 0, 1)]
-        return np.unique(np.concatenate([np.arange(a, z) for a, z in file_runs(runs, self.pool)]))
+        runs = [r for b in range(self.num_blocks) for r in self._runs(b)]
+        return np.unique(np.concatenate([np.arange(a, z) for a, z in runs]))
+
+    def _runs(self, block: int) -> list[tuple[int, int]]:
+        """The file ranges [a, z) that hold block ``block``."""
+        return file_runs(self.plan.runs(block, 0, 1), self.pool)
 
     def read(self, blocks: range) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
         """(block, samples [block, C, *S] as stored, labels [block] or None) for each block."""
@@ -65,7 +69,7 @@ class RealPicks:
             images = f["images"]
             labels = f["labels"] if self.info.has_labels else None
             for b in blocks:
-                runs = file_runs(self.plan.runs(b, 0, 1), self.pool)
+                runs = self._runs(b)
                 raw = np.concatenate([images[a:z] for a, z in runs])
                 lab = np.concatenate([labels[a:z] for a, z in runs]) if labels is not None else None
                 yield b, raw, lab
