@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the imports must still form no cycle. The commands (last) import nothing of each other.
 LAYERS = [
     ("primitives", {"errors", "files", "launcher", "rng", "profile", "fields", "board", "monitor"}),
-    ("numerics", {"nd", "spectrum", "objectives"}),
+    ("numerics", {"nd", "spectrum", "objectives", "condition", "symmetry"}),
     ("config", {"config"}),
     ("comm", {"comm"}),
     ("data", {"data"}),
