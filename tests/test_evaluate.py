@@ -214,11 +214,15 @@ def test_sample_of_an_ac_gan_run_writes_its_classes(tmp_path, digits_h5):
 
 def test_minkowski_metrics_are_reported_for_2d_and_3d_samples():
     from hpcgan.data.format import DatasetInfo
+    from hpcgan.symmetry import Symmetry
 
     stats = {"min": 0.1, "max": 10.0, "mean": 1.0, "std": 1.0}
-    maps = DatasetInfo("x.h5", 10, 1, (16, 16), "float32", "field", "t", stats, False, 0, 10, None)
+    box2, box3 = Symmetry.periodic_box((16, 16)), Symmetry.periodic_box((8, 8, 8))
+    maps = DatasetInfo(
+        "x.h5", 10, 1, (16, 16), "float32", "field", "t", stats, False, 0, 10, None, box2
+    )
     volumes = DatasetInfo(
-        "x.h5", 10, 1, (8, 8, 8), "float32", "field", "t", stats, False, 0, 10, None
+        "x.h5", 10, 1, (8, 8, 8), "float32", "field", "t", stats, False, 0, 10, None, box3
     )
     assert "eval/minkowski_err" in metric_names(maps)
     assert "eval/ps_rel_err" in metric_names(volumes)

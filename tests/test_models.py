@@ -12,6 +12,7 @@ from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import make_transform
 from hpcgan.errors import UserError
 from hpcgan.models import build_models
+from hpcgan.symmetry import Symmetry
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 128, 256])
@@ -56,7 +57,8 @@ def test_unsupported_sizes_are_user_errors(shape):
 
 def _info(dtype, kind, lo, hi):
     stats = {"min": lo, "max": hi, "mean": 0.0, "std": 1.0}
-    return DatasetInfo("x.h5", 10, 1, (4, 4), dtype, kind, "t", stats, False, 0, 10, None)
+    sym = Symmetry.none(2)
+    return DatasetInfo("x.h5", 10, 1, (4, 4), dtype, kind, "t", stats, False, 0, 10, None, sym)
 
 
 def test_transforms_round_trip_and_range():

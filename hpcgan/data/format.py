@@ -36,6 +36,8 @@ import h5py
 import numpy as np
 
 from hpcgan.errors import UserError, one_line
+from hpcgan.symmetry import ATTRIBUTE as SYMMETRY_ATTRIBUTE
+from hpcgan.symmetry import Symmetry
 
 SCHEMA_VERSION = 1
 KINDS = ("image", "field")
@@ -88,6 +90,7 @@ class DatasetInfo:
     num_classes: int
     chunk_samples: int
     compression: str | None
+    symmetry: Symmetry  # exact symmetries of a sample (hpcgan.symmetry)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -211,7 +214,21 @@ def _describe(f: h5py.File, path: Path) -> DatasetInfo:
         num_classes=num_classes,
         chunk_samples=images.chunks[0],
         compression=images.compression,
+        symmetry=_symmetry(attrs, path, kind, tuple(shape[2:])),
     )
+
+
+def _symmetry(attrs: h5py.AttributeManager, path: Path, kind: str, spatial: tuple) -> Symmetry:
+    """The symmetry attribute; files written before it existed get what the metrics assumed
+    of them then: fields with equal sides are periodic boxes, everything else has none."""
+    text = attrs.get(SYMMETRY_ATTRIBUTE)
+    if text is None:
+        if kind == "field" and len(set(spatial)) == 1:
+            return Symmetry.periodic_box(spatial)
+        return Symmetry.none(len(spatial))
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return Symmetry.from_json(str(text), spatial, f"{path}: attribute {SYMMETRY_ATTRIBUTE}")
 
 
 def _check_schema_version(path: Path, value: object) -> None:
