@@ -3,7 +3,9 @@
     python -m data_prep synth   --kind {digits,grf,grf3d} --out FILE.h5 [--n N] [--size S]
                                 [--seed K]
     python -m data_prep convert --input PATH [PATH ...] --out FILE.h5 [--size S] [--channels 1|3]
-                                [--layout L] [--shape D,H,W] [--chunk-samples N]
+                                [--layout L] [--shape D,H,W|H,W|L] [--conditions KEY,...]
+                                [--symmetry auto|none|box] [--periodic AXES] [--flips AXES]
+                                [--rotations I:J,...] [--chunk-samples N]
                                 [--compression none|lzf|gzip] [...]
     mpirun -np N python -m data_prep convert ...        (N ranks decode and write; same file)
     python -m data_prep verify  FILE.h5
@@ -118,14 +120,47 @@ def _parser() -> argparse.ArgumentParser:
         help="axis order of arrays: nchw, nhwc (4-d images and maps), ndhw (4-d volumes, one "
         "channel), ncdhw, ndhwc (5-d volumes; ndhwc is Keras's). Default auto: 4-d arrays are "
         "images with channels on the shorter of axes 1 and 3; 5-d arrays are volumes with "
-        "channels on the shorter of axes 1 and 4",
+        "channels on the shorter of axes 1 and 4; that axis must hold at most 4 channels, else "
+        "the array (e.g. (12, 32, 32, 32)) is refused as ambiguous. 3DGAN files' 4-d ECAL is "
+        "read as ndhw",
     )
     p.add_argument(
         "--shape",
         type=_shape_arg,
         metavar="D,H,W",
-        help="reshape flat per-sample vectors (N, V) to volumes D x H x W (or maps H,W); "
-        "V must equal D*H*W (e.g. CaloChallenge showers)",
+        help="reshape flat per-sample vectors (N, V) to volumes D x H x W (or maps H,W, or 1D "
+        "vectors L); V must equal D*H*W. CaloChallenge files (showers + incident_energies) "
+        "need none: 368 and 533 voxels stay vectors, 6480 become 45,16,9 and 40500 45,50,18",
+    )
+    p.add_argument(
+        "--conditions",
+        type=_keys_arg,
+        metavar="KEY[,KEY...]",
+        help="npz arrays or HDF5 datasets of continuous conditions, each (N,), (N, 1) or (N, K), "
+        "stored as /conditions in the file's units. Recognised without it: CaloChallenge's "
+        "incident_energies (incident_energy, MeV), 3DGAN's energy (GeV) and theta (rad)",
+    )
+    p.add_argument(
+        "--symmetry",
+        choices=("auto", "none", "box"),
+        default="auto",
+        help="exact symmetries of the samples (docs/data.md): none; box (periodic box: every "
+        "axis periodic and flippable, 90-degree rotations between equal sides); auto (default): "
+        "CaloChallenge grids' angle axis (1) periodic, anything else none",
+    )
+    p.add_argument(
+        "--periodic",
+        metavar="AXES",
+        help="spatial axes that wrap around, e.g. 1 or 0,1 (or all, none); replaces that part "
+        "of --symmetry",
+    )
+    p.add_argument(
+        "--flips", metavar="AXES", help="spatial axes whose reversal is exact, e.g. 0,1 (or all)"
+    )
+    p.add_argument(
+        "--rotations",
+        metavar="I:J,...",
+        help="planes of equal sides with exact 90-degree rotations, e.g. 0:1 (or none)",
     )
     p.add_argument(
         "--size",
@@ -193,7 +228,8 @@ def _synth(args: argparse.Namespace, command: Command) -> int:
         ndim = 3 if args.kind == "grf3d" else 2
         images, labels = synth.grf(n, size, seed=args.seed, ndim=ndim), None
         source = synth.grf_source(seed=args.seed, ndim=ndim)
-    info = write_dataset(out, images, labels, kind=kind, source=source)
+    symmetry = synth.symmetry(args.kind, images.shape[2:])
+    info = write_dataset(out, images, labels, kind=kind, source=source, symmetry=symmetry)
     stats = info.stats
     _wrote(
         info,
@@ -223,6 +259,11 @@ def _convert(args: argparse.Namespace, command: Command) -> int:
         shuffle=args.shuffle,
         seed=args.seed,
         overwrite=args.overwrite,
+        conditions=args.conditions,
+        symmetry=args.symmetry,
+        periodic=args.periodic,
+        flips=args.flips,
+        rotations=args.rotations,
     )
     with signals.stoppable():
         comm = command.comm = control()  # an error on one rank of several ends them all
@@ -232,8 +273,9 @@ def _convert(args: argparse.Namespace, command: Command) -> int:
         megabytes = info.n * info.sample_nbytes / 1e6
         _wrote(
             info,
-            f"{_labels(info)}, in {seconds:.2f} s ({info.n / seconds:.0f} samples/s, "
-            f"{megabytes / seconds:.1f} MB/s, {result.ranks} rank(s))",
+            f"{_labels(info)}{_conditions(info)}, in {seconds:.2f} s "
+            f"({info.n / seconds:.0f} samples/s, {megabytes / seconds:.1f} MB/s, "
+            f"{result.ranks} rank(s))",
         )
     return 0
 
@@ -261,6 +303,9 @@ def _verify(args: argparse.Namespace, command: Command) -> int:
                 f"std {channels['channel_std'][c]:.6g}"
             )
     print(f"  labels    {_labels(info)}")
+    if info.has_conditions:
+        print(f"  conditions{_conditions(info)[1:]}, all finite, checksum matches")
+    print(f"  symmetry  {info.symmetry.to_json()}")
     print(
         f"  chunks    {info.chunk_samples} samples ({chunk_mib:.2f} MiB), "
         f"compression {info.compression or 'none'}"
@@ -278,6 +323,25 @@ def _shape_arg(text: str) -> tuple[int, ...]:
         return parse_shape(text)
     except UserError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _keys_arg(text: str) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in text.split(","))
+    if not all(keys):
+        raise argparse.ArgumentTypeError(f"expected KEY[,KEY...], got {text!r}")
+    return keys
+
+
+def _conditions(info: DatasetInfo) -> str:
+    """`, conditions incident_energy 1000..1e+06 MeV, ...` (empty without conditions)."""
+    if not info.has_conditions:
+        return ""
+    lo, hi = info.condition_stats["min"], info.condition_stats["max"]
+    columns = [
+        f"{name} {a:.4g}..{b:.4g}" + (f" {unit}" if unit else "")
+        for name, unit, a, b in zip(info.condition_names, info.condition_units, lo, hi)
+    ]
+    return ", conditions " + ", ".join(columns)
 
 
 def _wrote(info: DatasetInfo, details: str) -> None:

@@ -5,7 +5,8 @@ Nothing is loaded whole when it can be mapped: .npy files and uncompressed .npz 
 memory-mapped, IDX files too (gzip-compressed ones are decompressed once), HDF5 datasets are
 read slice by slice. Samples are [N, H, W], [N, H, W, C] or [N, C, H, W]; volumes [N, D, H, W]
 (--layout ndhw), [N, C, D, H, W] or [N, D, H, W, C]; or flat vectors [N, V] given a shape
-(--shape D,H,W). See `_axes`.
+(--shape L, H,W or D,H,W). See `_axes`. Conditions come from the arrays `--conditions` names,
+or from a recognised file's (data_prep.conditions).
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import math
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from data_prep.conditions import Known, read_columns, recognise
 from data_prep.errors import reading
 from data_prep.shaping import Probe, Target, conform
 from data_prep.volumes import LAYOUTS, sample_shape, to_ncs
+from hpcgan.data.conditions import Conditions
 from hpcgan.errors import UserError, one_line
 
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -32,6 +36,14 @@ _SHAPES = (
     "expected (N, H, W), (N, H, W, C) or (N, C, H, W); volumes (N, C, D, H, W), "
     "(N, D, H, W, C) or (N, D, H, W) with --layout ndhw; flat (N, V) with --shape D,H,W"
 )
+# Without --layout, a channel axis holds at most this many channels (grey, RGB, RGBA): an
+# array whose candidate channel axes are both longer, such as (12, 32, 32, 32), could be
+# images of many channels or volumes, and is refused rather than guessed.
+AUTO_MAX_CHANNELS = 4
+
+
+# An input's array by name -> (values, attributes), for --conditions.
+Loader = Callable[[str], tuple[np.ndarray, dict]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class ArraySpec:
     labels: str | None = None  # npz member / HDF5 dataset / IDX label file
     layout: str = "auto"  # "auto" or a key of data_prep.volumes.LAYOUTS
     shape: tuple[int, ...] | None = None  # of one flat sample (--shape), for [N, V] arrays
+    conditions: tuple[str, ...] | None = None  # arrays holding conditions (--conditions)
 
     @property
     def name(self) -> str:
@@ -60,9 +73,13 @@ class ArraySource:
         axes: str,
         labels: np.ndarray | None,
         flat: tuple[int, ...] | None = None,
+        conditions: Conditions | None = None,
+        known: Known | None = None,
     ) -> None:
         self.name, self.images, self.axes, self.labels = name, images, axes, labels
         self.flat = flat  # the sample shape of flat [N, V] arrays
+        self.conditions = conditions  # [N, K] with names and units, checked
+        self.known = known  # a recognised CaloChallenge or 3DGAN file
 
     def __len__(self) -> int:
         return len(self.images)
@@ -93,22 +110,33 @@ class ArraySource:
 
 def open_array(spec: ArraySpec) -> ArraySource:
     """Open what `spec` names and check its shape, dtype and labels."""
+    load, known = None, None
     if spec.fmt == "npy":
         name, images, labels = spec.path, _npy(spec.path), None
     elif spec.fmt == "npz":
-        name, images, labels = _npz(spec)
+        name, images, labels, load = _npz(spec)
     elif spec.fmt == "idx":
         name, images = spec.path, read_idx(spec.path)
         labels = None if spec.labels is None else read_idx(spec.labels)
     else:
-        name, images, labels = _hdf5(spec)
+        name, images, labels, load, known = _hdf5(spec)
     if images.dtype.kind not in "biuf":
         raise UserError(f"{name}: holds {images.dtype} values, not real numbers")
-    axes = _axes(images.shape, spec.layout, spec.shape, name)
+    flat = spec.shape or (known.shape if known else None)
+    layout = known.layout if known and spec.layout == "auto" else spec.layout
+    axes = _axes(images.shape, layout, flat, name)
     if len(images) == 0:
         raise UserError(f"{name}: holds no samples (shape {images.shape})")
     labels = None if labels is None else _labels(labels, name, len(images))
-    return ArraySource(name, images, axes, labels, spec.shape if axes == "flat" else None)
+    conditions = None
+    if spec.conditions is not None or (known and load):
+        if load is None:
+            raise UserError(f"{name}: --conditions needs an npz or HDF5 input")
+        named = {key: (c, unit) for key, c, unit in known.columns} if known else None
+        keys = list(spec.conditions or (key for key, _, _ in known.columns))
+        conditions = read_columns(keys, load, len(images), spec.path, named)
+    flat = flat if axes == "flat" else None
+    return ArraySource(name, images, axes, labels, flat, conditions, known)
 
 
 def idx_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], int] | None:
@@ -171,7 +199,7 @@ def _npy(path: str) -> np.ndarray:
         raise UserError(f"{path}: not a readable .npy file ({one_line(err)})") from err
 
 
-def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
+def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None, Loader]:
     try:
         with zipfile.ZipFile(spec.path) as archive:
             members = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
@@ -189,9 +217,16 @@ def _npz(spec: ArraySpec) -> tuple[str, np.ndarray, np.ndarray | None]:
                 )
             images = _npz_member(spec.path, archive, key)
             labels = None if labels_key is None else _npz_member(spec.path, archive, labels_key)
+            columns = {}
+            for column in spec.conditions or ():
+                if column not in members:
+                    raise UserError(
+                        f"{spec.path}: no array {column!r} (--conditions); arrays: {_list(members)}"
+                    )
+                columns[column] = np.asarray(_npz_member(spec.path, archive, column))
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as err:
         raise UserError(f"{spec.path}: not a readable .npz file ({one_line(err)})") from err
-    return f"{spec.path}:{key}", images, labels
+    return f"{spec.path}:{key}", images, labels, lambda column: (columns[column], {})
 
 
 def _npz_shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
@@ -225,7 +260,9 @@ def _read_npy_header(f, version: tuple[int, int]) -> tuple[tuple[int, ...], bool
     return np.lib.format.read_array_header_2_0(f)
 
 
-def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
+def _hdf5(
+    spec: ArraySpec,
+) -> tuple[str, h5py.Dataset, h5py.Dataset | None, Loader, Known | None]:
     if not h5py.is_hdf5(spec.path):
         raise UserError(f"{spec.path}: not an HDF5 file")
     try:
@@ -241,7 +278,12 @@ def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
     f.visititems(note)
     names = [f"{name} {datasets[name].shape}" for name in datasets]
     shape_of = lambda n: datasets[n].shape  # noqa: E731
-    key = (spec.key or _only_images(spec.path, list(datasets), shape_of, spec.shape)).strip("/")
+    known = recognise({n: d.shape for n, d in datasets.items()}, spec.key)
+    key = (
+        spec.key
+        or (known.key if known and not spec.shape else None)
+        or _only_images(spec.path, list(datasets), shape_of, spec.shape)
+    ).strip("/")
     if key not in datasets:
         raise UserError(f"{spec.path}: no dataset {key!r} (--key); datasets: {_list(names)}")
     labels_key = spec.labels
@@ -252,7 +294,23 @@ def _hdf5(spec: ArraySpec) -> tuple[str, h5py.Dataset, h5py.Dataset | None]:
             f"{spec.path}: no dataset {labels_key!r} (--labels-key); datasets: {_list(names)}"
         )
     labels = None if labels_key is None else datasets[labels_key.strip("/")]
-    return f"{spec.path}:{key}", datasets[key], labels
+
+    def load(column: str) -> tuple[np.ndarray, dict]:
+        dataset = datasets.get(column.strip("/"))
+        if dataset is None:
+            raise UserError(
+                f"{spec.path}: no dataset {column!r} (--conditions); datasets: {_list(names)}"
+            )
+        with reading(spec.path):
+            return dataset[()], dict(dataset.attrs)
+
+    return (
+        f"{spec.path}:{key}",
+        datasets[key],
+        labels,
+        load,
+        known if known and key == known.key else None,
+    )
 
 
 def _only_images(path: str, names: list[str], shape, flat: tuple[int, ...] | None) -> str:
@@ -280,7 +338,10 @@ def _axes(shape: tuple[int, ...], layout: str, flat: tuple[int, ...] | None, nam
     """Axis order of the samples. Auto: a 4-d array is 2D, its channel axis the shorter of axes
     1 and 3 ((N, 64, 64, 3) is NHWC, (N, 3, 64, 64) NCHW), NCHW on a tie; a 5-d array is a
     volume, its channel axis the shorter of axes 1 and 4 ((N, 25, 25, 25, 1) is NDHWC), NCDHW
-    on a tie. 4-d volumes (N, D, H, W) need --layout ndhw; flat (N, V) arrays need --shape."""
+    on a tie. A channel axis found so must hold at most AUTO_MAX_CHANNELS: (12, 32, 32, 32)
+    could be 32-channel images or volumes and is refused, naming --layout. 4-d volumes
+    (N, D, H, W) need --layout ndhw (recognised 3DGAN files get it); flat (N, V) arrays need
+    --shape (recognised CaloChallenge files get it)."""
     if len(shape) == 2 and flat is not None:
         if shape[1] != math.prod(flat):
             sides = "x".join(map(str, flat))
@@ -296,6 +357,20 @@ def _axes(shape: tuple[int, ...], layout: str, flat: tuple[int, ...] | None, nam
     if len(shape) not in (3, 4, 5):
         raise UserError(f"{name}: array of shape {shape} has rank {len(shape)}; {_SHAPES}")
     if layout == "auto":
+        last = len(shape) - 1
+        if min(shape[1], shape[last]) > AUTO_MAX_CHANNELS:
+            n, sides = shape[0], "x".join(map(str, shape[1:]))
+            could = (
+                f"{n} images of {shape[1]} channels or {n} volumes of {sides}; "
+                "pass --layout nchw, nhwc or ndhw"
+                if last == 3
+                else f"volumes with {shape[1]} channels first or {shape[4]} last; "
+                "pass --layout ncdhw or ndhwc"
+            )
+            raise UserError(
+                f"{name}: shape {shape} is ambiguous (no axis of at most {AUTO_MAX_CHANNELS} "
+                f"channels): it could be {could}"
+            )
         if len(shape) == 4:
             return "nhwc" if shape[3] < shape[1] else "nchw"
         return "ndhwc" if shape[4] < shape[1] else "ncdhw"

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import signals
+from data_prep.conditions import Known
 from data_prep.inputs import Catalog, Inputs, plan_inputs
 from data_prep.output import check_output
 from data_prep.shaping import Probe, Target, decide
@@ -45,6 +46,7 @@ from hpcgan.data.chunks import ChunkTable
 from hpcgan.data.format import DatasetInfo, NonFiniteError, block_samples, chunk_samples_for
 from hpcgan.data.write import DatasetWriter
 from hpcgan.errors import UserError
+from hpcgan.symmetry import Symmetry
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Options:
     shuffle: bool = False
     seed: int = 0
     overwrite: bool = False
+    conditions: tuple[str, ...] | None = None  # arrays of continuous conditions
+    symmetry: str = "auto"  # auto (by the kind of input), none or box
+    periodic: str | None = None  # --periodic AXES, replacing that part of the symmetry
+    flips: str | None = None
+    rotations: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class _Plan:
     compression: str | None
     source: str
     attrs: dict
+    symmetry: Symmetry
 
     def indices(self, start: int, stop: int) -> np.ndarray:
         return np.arange(start, stop) if self.order is None else self.order[start:stop]
@@ -138,6 +146,7 @@ def _prepare(options: Options) -> tuple[Path, Inputs]:
         options.layout,
         options.labels,
         options.shape,
+        options.conditions,
     )
     return out, inputs
 
@@ -160,9 +169,26 @@ def _plan(options: Options, out: Path, inputs: Inputs, comm: Comm) -> _Plan:
     sample_nbytes = math.prod(target.shape) * np.dtype(target.dtype).itemsize
     chunk = min(n, options.chunk_samples or chunk_samples_for(sample_nbytes))
     attrs = {"class_names": inputs.class_names} if catalog.has_labels and inputs.class_names else {}
+    symmetry = agree(comm, lambda: _symmetry(options, catalog.known, target.spatial))
+    source = _source(options, inputs, catalog.known)
     return _Plan(
-        out, catalog, order, n, target, chunk, options.compression, _source(options, inputs), attrs
+        out, catalog, order, n, target, chunk, options.compression, source, attrs, symmetry
     )
+
+
+def _symmetry(options: Options, known: Known | None, spatial: tuple[int, ...]) -> Symmetry:
+    """--symmetry (auto: a recognised file's, e.g. CaloChallenge's periodic angle axis; else
+    none), with the parts --periodic, --flips, --rotations give replaced."""
+    ndim = len(spatial)
+    if options.symmetry == "box":
+        base = Symmetry.periodic_box(spatial)
+    else:
+        base = Symmetry.none(ndim)
+        if options.symmetry == "auto" and known is not None and known.periodic:
+            if all(axis < ndim for axis in known.periodic):
+                base = base.override(periodic=",".join(map(str, known.periodic)))
+    chosen = base.override(options.periodic, options.flips, options.rotations)
+    return chosen.check(spatial, "--symmetry")
 
 
 def _create(plan: _Plan, cleanup: ExitStack) -> DatasetWriter:
@@ -260,15 +286,26 @@ def _finish(
             writer.adopt(start, stop - start, tables[rank])
         else:
             writer.copy_chunks(plan.part_path(rank, token), start, tables[rank])
-    return writer.commit(kind=plan.target.kind, source=plan.source, attrs=plan.attrs)
+    conditions = None
+    if plan.catalog.has_conditions:
+        conditions = plan.catalog.conditions(plan.indices(0, plan.n))
+    return writer.commit(
+        kind=plan.target.kind,
+        source=plan.source,
+        attrs=plan.attrs,
+        conditions=conditions,
+        symmetry=plan.symmetry,
+    )
 
 
-def _source(options: Options, inputs: Inputs) -> str:
+def _source(options: Options, inputs: Inputs, known: Known | None) -> str:
     """The `source` attribute: where the samples came from and what was done to them."""
     names = ", ".join(spec.name for spec in inputs.specs)
     if len(names) > 500:
         names = names[:500] + "..."
-    steps = []
+    steps = [f"{known.what} file"] if known else []
+    if known and known.shape and not options.shape:
+        steps.append(f"reshaped to {'x'.join(map(str, known.shape))}")
     if options.shape:
         steps.append(f"reshaped to {'x'.join(map(str, options.shape))}")
     if options.crop:

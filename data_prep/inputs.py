@@ -19,6 +19,7 @@ from data_prep.arrays import ArraySource, ArraySpec, idx_head, idx_header, open_
 from data_prep.errors import reading
 from data_prep.images import EXTENSIONS, ImageFiles
 from data_prep.shaping import Probe, Target
+from hpcgan.data.conditions import Conditions
 from hpcgan.errors import UserError
 
 FORMATS = ("auto", "images", "npy", "npz", "idx", "hdf5")
@@ -49,6 +50,7 @@ def plan_inputs(
     layout: str = "auto",
     labels: bool = True,
     shape: tuple[int, ...] | None = None,
+    conditions: tuple[str, ...] | None = None,
 ) -> Inputs:
     """Specs for the inputs, in the order given; UserError naming the input if one is bad."""
     found = [(Path(p), _format(Path(p), fmt)) for p in paths]
@@ -68,10 +70,12 @@ def plan_inputs(
             specs[-1].paths.append(str(path))  # image files given one by one: one source
         elif kind == "images":
             specs.append(ImageSpec(str(path), [str(path)]))
+        if conditions and kind in ("images", "idx"):
+            raise UserError(f"{path}: --conditions needs npz or HDF5 inputs, not {kind} files")
         elif kind == "idx" and path in idx_labels:
             specs.append(ArraySpec(kind, str(path), None, idx_labels[path], layout))
         elif kind != "idx":  # (IDX label files travel with their images)
-            specs.append(ArraySpec(kind, str(path), key, labels_key, layout, shape))
+            specs.append(ArraySpec(kind, str(path), key, labels_key, layout, shape, conditions))
     return Inputs(specs, class_names, labels)
 
 
@@ -83,6 +87,21 @@ class Catalog:
         lengths = [len(source) for source in self.sources]
         self.offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
         self.has_labels = inputs.labels and _labels_agree(inputs, self.sources)
+        self.condition_columns = _conditions_agree(self.sources)  # (names, units) or None
+        knowns = {getattr(source, "known", None) for source in self.sources}
+        self.known = knowns.pop() if len(knowns) == 1 else None  # a recognised file kind
+
+    @property
+    def has_conditions(self) -> bool:
+        return self.condition_columns is not None
+
+    def conditions(self, index: np.ndarray) -> Conditions:
+        """The conditions of the samples at `index` (global, any order), [len(index), K]."""
+        names, units = self.condition_columns
+        values = np.empty((len(index), len(names)), dtype=np.float32)
+        for source, positions, local in self._split(index):
+            values[positions] = source.conditions.values[local]
+        return Conditions(values, names, units)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -210,6 +229,36 @@ def _labels_agree(inputs: Inputs, sources: list[ImageFiles | ArraySource]) -> bo
             "convert them separately or pass --no-labels"
         )
     return bool(labelled)
+
+
+def _conditions_agree(
+    sources: list[ImageFiles | ArraySource],
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(names, units) of the conditions every input has alike; None when none has any."""
+    found = [getattr(source, "conditions", None) for source in sources]
+    if all(c is None for c in found):
+        return None
+    for source, c in zip(sources, found):
+        if c is None:
+            raise UserError(f"{_name(source)} has no conditions but {_first(sources)} has")
+        if (c.names, c.units) != (found[0].names, found[0].units):
+            raise UserError(
+                f"{source.name}: conditions {_columns(c)} differ from {_columns(found[0])} "
+                f"of {_first(sources)}"
+            )
+    return found[0].names, found[0].units
+
+
+def _first(sources: list) -> str:
+    return next(_name(s) for s in sources if getattr(s, "conditions", None) is not None)
+
+
+def _name(source: ImageFiles | ArraySource) -> str:
+    return getattr(source, "name", None) or source.describe(0)
+
+
+def _columns(c: Conditions) -> str:
+    return ", ".join(f"{n} [{u}]" if u else n for n, u in zip(c.names, c.units))
 
 
 def _pair_idx(paths: list[Path]) -> dict[Path, str | None]:

@@ -1,10 +1,10 @@
 """Conversion of images, maps and volumes: what the output samples look like, and how any
 input sample is brought to that form.
 
-Every input (decoded image, array slice) arrives as [B, C, *S] in its own dtype, S = (H, W) or
-(D, H, W), and passes through the same steps: channels (1 <-> 3), centre crop (to a square or
-cube), resize (Pillow for 2D; data_prep.volumes for 3D), dtype. Ranks decide the output form
-from the probes of all inputs, so they agree without talking further.
+Every input (decoded image, array slice) arrives as [B, C, *S] in its own dtype, S = (L,),
+(H, W) or (D, H, W), and passes through the same steps: channels (1 <-> 3), centre crop (to a
+square or cube), resize (Pillow for 2D; data_prep.volumes for 1D and 3D), dtype. Ranks decide
+the output form from the probes of all inputs, so they agree without talking further.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Target:
     """The output sample: [channels, *spatial] of dtype, after an optional centre crop."""
 
     channels: int
-    spatial: tuple[int, ...]  # (H, W) or (D, H, W)
+    spatial: tuple[int, ...]  # (L,), (H, W) or (D, H, W)
     dtype: str  # "uint8" (kind image) or "float32" (kind field)
     crop: bool
 
@@ -74,7 +74,7 @@ def decide(
             "convert images and volumes separately"
         )
     ndim = next(iter(by_rank))
-    unit = "(HxW)" if ndim == 2 else "(DxHxW)"
+    unit = {1: "(L)", 2: "(HxW)", 3: "(DxHxW)"}[ndim]
     by_channels = _group(probe.shapes, lambda shape: shape[0])
     if channels is None:
         found = sorted(by_channels)
@@ -151,8 +151,7 @@ def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
     if x.shape[1] == 1 and channels == 3:
         return np.repeat(x, 3, axis=1)
     if x.shape[1] == 3 and channels == 1:
-        axes = "bchw,c->bhw" if x.ndim == 4 else "bcdhw,c->bdhw"
-        return np.einsum(axes, x.astype(np.float32, copy=False), _LUMA)[:, None]
+        return np.einsum("bc...,c->b...", x.astype(np.float32, copy=False), _LUMA)[:, None]
     raise UserError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 

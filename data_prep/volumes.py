@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpcgan.data.format import SPATIAL_RANKS
 from hpcgan.errors import UserError
 
 # --layout values: axis orders of arrays, with the array rank each is for. auto picks one from
@@ -27,13 +28,14 @@ LAYOUTS = {
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """--shape D,H,W (or H,W): the shape of one flat sample, every side >= 1."""
+    """--shape D,H,W (or H,W, or L for 1D vectors): the shape of one flat sample, every
+    side >= 1."""
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         shape = ()
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise UserError(f"--shape must be D,H,W (or H,W) of positive integers, got {text!r}")
+    if len(shape) not in SPATIAL_RANKS or min(shape) < 1:
+        raise UserError(f"--shape must be D,H,W (or H,W, or L) of positive integers, got {text!r}")
     return shape
 
 
@@ -62,15 +64,19 @@ def sample_shape(shape: tuple[int, ...], axes: str, flat: tuple[int, ...] | None
 
 
 def resample(x: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
-    """[B, C, D, H, W] of any real dtype -> float32 [B, C, *spatial]: area averaging along axes
-    that shrink, then trilinear interpolation (align_corners=False) along axes that grow."""
+    """[B, C, D, H, W] (or [B, C, L]) of any real dtype -> float32 [B, C, *spatial]: area
+    averaging along axes that shrink, then (tri)linear interpolation (align_corners=False)
+    along axes that grow."""
     import torch  # only when volumes are resized
     import torch.nn.functional as F
 
+    pool, mode = {1: (F.adaptive_avg_pool1d, "linear"), 3: (F.adaptive_avg_pool3d, "trilinear")}[
+        len(spatial)
+    ]
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     down = tuple(min(a, b) for a, b in zip(x.shape[2:], spatial))
     if down != tuple(x.shape[2:]):
-        t = F.adaptive_avg_pool3d(t, down)
+        t = pool(t, down)
     if down != tuple(spatial):
-        t = F.interpolate(t, size=tuple(spatial), mode="trilinear", align_corners=False)
+        t = F.interpolate(t, size=tuple(spatial), mode=mode, align_corners=False)
     return t.numpy().astype(np.float32)

@@ -49,6 +49,13 @@ class DataConfig:
         "auto is linear for images, log for positive fields",
         choices=("auto", "linear", "log"),
     )
+    condition_transform: str = option(
+        "auto",
+        "map each /conditions column to O(1) for the networks: log (log10) or linear, then "
+        "standardised with the file's statistics; auto takes log10 for positive columns "
+        "spanning more than a factor 10 (energies over decades), else linear",
+        choices=("auto", "log", "linear"),
+    )
     holdout: str = option(
         "auto",
         "samples kept out of training as evaluation's real reference: a fraction in [0, 1), "

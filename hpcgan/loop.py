@@ -77,7 +77,9 @@ class Loop:
             t_last, s_last = time.perf_counter(), step
             while step < steps:
                 self.watchdog.beat(f"in step {step}")
-                self.trainer.step(step, [batches.next() for _ in range(d_steps)])
+                reals = [batches.next() for _ in range(d_steps)]
+                # (the trainer still takes labels; continuous conditions are not used yet)
+                self.trainer.step(step, [(x, c.labels) for x, c in reals])
                 step += 1
                 last = step == steps
                 logs = step % r.log_every == 0 or last

@@ -24,7 +24,7 @@ from hpcgan.data.holdout import Split, make_split
 from hpcgan.data.reader import ShardReader
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.stage import stage_dir, stage_file, staged_path
-from hpcgan.data.transforms import ValueTransform, make_transform
+from hpcgan.data.transforms import ValueTransform, make_condition_transform, make_transform
 from hpcgan.errors import UserError
 from hpcgan.metrics.evaluate import best_metric_name
 from hpcgan.models import build_models
@@ -184,5 +184,6 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
     trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
-    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split)
+    conditions = agree(comm, lambda: make_condition_transform(info, cfg.data.condition_transform))
+    reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split, conditions)
     return Pieces(info, device, trainer, reader, staged)

@@ -94,3 +94,50 @@ class Symmetry:
         except (ValueError, KeyError, TypeError, IndexError):
             raise UserError(f"{where}: not a symmetry description: {text!r}") from None
         return sym.check(spatial, where)
+
+    def override(
+        self,
+        periodic: str | None = None,
+        flips: str | None = None,
+        rotations: str | None = None,
+    ) -> Symmetry:
+        """This symmetry with the parts given as text replaced (data_prep convert's
+        --periodic AXES, --flips AXES, --rotations I:J,...; AXES is a comma list of axes, or
+        `all`, or `none`)."""
+        ndim = self.ndim
+        return Symmetry(
+            self.periodic if periodic is None else parse_axes(periodic, ndim, "--periodic"),
+            self.flips if flips is None else parse_axes(flips, ndim, "--flips"),
+            self.rotations if rotations is None else parse_planes(rotations, "--rotations"),
+        )
+
+
+def parse_axes(text: str, ndim: int, option: str) -> tuple[bool, ...]:
+    """`0,2` -> (True, False, True) for ndim 3; `all` and `none` as they say."""
+    text = text.strip().lower()
+    if text in ("all", "none", ""):
+        return (text == "all",) * ndim
+    try:
+        axes = {int(part) for part in text.split(",")}
+    except ValueError:
+        axes = {-1}
+    if not axes <= set(range(ndim)):
+        raise UserError(
+            f"{option} {text!r}: give spatial axes 0..{ndim - 1} separated by commas, "
+            "or all, or none"
+        )
+    return tuple(i in axes for i in range(ndim))
+
+
+def parse_planes(text: str, option: str) -> tuple[tuple[int, int], ...]:
+    """`0:1,1:2` -> ((0, 1), (1, 2)); `none` -> ()."""
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return ()
+    try:
+        planes = tuple(tuple(int(a) for a in part.split(":")) for part in text.split(","))
+    except ValueError:
+        planes = ((),)
+    if any(len(p) != 2 for p in planes):
+        raise UserError(f"{option} {text!r}: give planes as I:J separated by commas, or none")
+    return planes  # type: ignore[return-value]

@@ -97,7 +97,7 @@ def test_written_chunks_are_about_half_a_mebibyte(tmp_path):
     ("images", "labels", "kind", "match"),
     [
         (_images(dtype="float64"), None, "image", "uint8 or float32"),
-        (_images()[:, 0], None, "image", r"\[N, C, H, W\]"),
+        (_images()[:, 0, 0], None, "image", r"\[N, C, H, W\]"),  # rank 2 (rank 3 is 1D)
         (_images()[:0], None, "image", "empty"),
         (_images(), None, "video", "kind"),
         (_images(), np.arange(39), "image", "labels must have shape"),
@@ -176,7 +176,10 @@ def _replace(name: str, data: np.ndarray, **kwargs) -> Callable[[h5py.File], Non
     ("edit", "match"),
     [
         (_delete("images"), "no /images dataset"),
-        (_replace("images", np.zeros((40, 16, 16), np.uint8), chunks=True), "expected rank 4"),
+        (
+            _replace("images", np.zeros((40, 16), np.uint8), chunks=True),
+            "expected rank 3 .N, C, L., rank 4",
+        ),
         (_replace("images", np.zeros((40, 1, 4, 4), np.int16), chunks=(8, 1, 4, 4)), "dtype int16"),
         (
             _replace("images", np.zeros((0, 1, 4, 4), np.uint8), maxshape=(None, 1, 4, 4)),

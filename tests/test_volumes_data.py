@@ -47,7 +47,7 @@ def test_volume_file_is_described_scanned_and_sharded(tmp_path, dtype):
     transform = make_transform(info, "linear")
     plan = ShardPlan(n=info.n, batch_size=8, segment=4, seed=3)
     for batch in range(plan.batches_per_epoch + 1):  # into the second epoch
-        whole, whole_labels = ShardReader(info, plan, 0, 1, transform).read(batch)
+        whole, whole_labels, _ = ShardReader(info, plan, 0, 1, transform).read(batch)
         parts = [ShardReader(info, plan, rank, 2, transform).read(batch) for rank in range(2)]
         assert whole.shape == (8, 2, 4, 6, 5) and whole.dtype == np.float32
         np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole)
@@ -64,8 +64,8 @@ def test_damaged_volume_is_caught_by_scan(tmp_path):
         scan(path)
 
 
-@pytest.mark.parametrize("shape", [(4, 1, 2, 3, 4, 5), (4, 3, 5)])
-def test_rank_6_and_rank_3_are_refused_in_one_line(tmp_path, shape):
+@pytest.mark.parametrize("shape", [(4, 1, 2, 3, 4, 5), (4, 3)])  # (rank 3 is 1D: valid)
+def test_rank_6_and_rank_2_are_refused_in_one_line(tmp_path, shape):
     with pytest.raises(SchemaError, match=r"\[N, C, D, H, W\]") as err:
         write_dataset(tmp_path / "w.h5", np.zeros(shape, np.uint8), None, kind="image", source="t")
     assert "\n" not in str(err.value)
@@ -73,7 +73,7 @@ def test_rank_6_and_rank_3_are_refused_in_one_line(tmp_path, shape):
     with h5py.File(path, "w") as f:
         f.create_dataset("images", data=np.zeros(shape, np.uint8), chunks=(1, *shape[1:]))
         f.attrs.update(hpcgan_schema=1, kind="image", source="t", count=4)
-    with pytest.raises(SchemaError, match=r"expected rank 4 .* or rank 5") as err:
+    with pytest.raises(SchemaError, match=r"expected rank 3 .* or rank 5") as err:
         read_info(path)
     assert "\n" not in str(err.value)
 

@@ -30,12 +30,14 @@ def prepare_builtin(root: str, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if name == "digits":
         images, labels = synth.digits(size=32)
-        write_dataset(path, images, labels, kind="image", source="sklearn-digits 32x32")
+        source = "sklearn-digits 32x32"
     elif name == "grf":
-        fields = synth.grf(4096, size=64, seed=0)
-        write_dataset(path, fields, None, kind="field", source=synth.grf_source(seed=0))
+        images, labels = synth.grf(4096, size=64, seed=0), None
+        source = synth.grf_source(seed=0)
     else:  # grf3d: 2048 volumes of 32^3 (256 MiB), as `data_prep synth --kind grf3d`
-        fields = synth.grf(GRF3D_N, size=GRF3D_SIZE, seed=0, ndim=3)
+        images, labels = synth.grf(GRF3D_N, size=GRF3D_SIZE, seed=0, ndim=3), None
         source = synth.grf_source(seed=0, ndim=3)
-        write_dataset(path, fields, None, kind="field", source=source)
+    kind = "image" if name == "digits" else "field"
+    symmetry = synth.symmetry(name, images.shape[2:])
+    write_dataset(path, images, labels, kind=kind, source=source, symmetry=symmetry)
     return path

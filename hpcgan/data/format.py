@@ -3,20 +3,22 @@ section 5). hpcgan.data.write writes it; hpcgan.data.verify checks every value.
 
 Layout::
 
-    /images         [N, C, H, W] (images, maps) or [N, C, D, H, W] (volumes); uint8 (images)
-                    or float32 (physical fields), chunked along axis 0
+    /images         [N, C, L] (1D vectors), [N, C, H, W] (images, maps) or [N, C, D, H, W]
+                    (volumes); uint8 (images) or float32 (physical fields), chunked along axis 0
     /labels         optional [N] int64, class indices >= 0
+    /conditions     optional [N, K] float32 continuous conditions (hpcgan.data.conditions)
     /images_crc32   [ceil(N / chunk)] uint32: CRC-32 of each chunk's values (C order, as stored
                     uncompressed), so `scan` can tell which samples changed after writing
     root attributes: hpcgan_schema=1, kind ("image" | "field"), source, count,
                      min, max, mean, std (float64, over every value of /images),
                      channel_min, channel_max, channel_mean, channel_std ([C] float64),
-                     labels_crc32 (with /labels)
+                     labels_crc32 (with /labels), conditions_crc32 (with /conditions),
+                     symmetry (JSON, hpcgan.symmetry)
 
 Files written before checksums existed lack /images_crc32 and the channel_* attributes; they
-stay valid and `scan` checks what they have. A sample is (C, *spatial) with two spatial
-dimensions (H, W) or three (D, H, W); everything else (statistics, checksums, chunks, verify,
-the reader) treats a sample as C rows of values and does not care which.
+stay valid and `scan` checks what they have. A sample is (C, *spatial) with one spatial
+dimension (L), two (H, W) or three (D, H, W); everything else (statistics, checksums, chunks,
+verify, the reader) treats a sample as C rows of values and does not care which.
 
 Files are opened without HDF5 file locking because parallel file systems (Lustre, GPFS) often
 do not support it and many ranks read one file.
@@ -28,13 +30,14 @@ import math
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from hpcgan.data import conditions
 from hpcgan.errors import UserError, one_line
 from hpcgan.symmetry import ATTRIBUTE as SYMMETRY_ATTRIBUTE
 from hpcgan.symmetry import Symmetry
@@ -46,10 +49,10 @@ STAT_KEYS = ("min", "max", "mean", "std")
 CHANNEL_KEYS = tuple(f"channel_{key}" for key in STAT_KEYS)
 COMPRESSIONS = (None, "lzf", "gzip")
 CHECKSUMS = "images_crc32"
-# Spatial dimensions a schema-1 file may hold: maps and images (H, W), volumes (D, H, W).
-# This is the one place that says so.
-SPATIAL_RANKS = (2, 3)
-SHAPES = "rank 4 [N, C, H, W] or rank 5 [N, C, D, H, W]"
+# Spatial dimensions a schema-1 file may hold: vectors (L), maps and images (H, W), volumes
+# (D, H, W). This is the one place that says so.
+SPATIAL_RANKS = (1, 2, 3)
+SHAPES = "rank 3 [N, C, L], rank 4 [N, C, H, W] or rank 5 [N, C, D, H, W]"
 
 # Values per read/write block: whole chunks, with float64 temporaries of about 8 MiB that stay
 # in cache while the statistics make their passes.
@@ -81,7 +84,7 @@ class DatasetInfo:
     path: str
     n: int
     channels: int
-    spatial: tuple[int, ...]  # (H, W) for images and maps, (D, H, W) for volumes
+    spatial: tuple[int, ...]  # (L,) vectors, (H, W) images and maps, (D, H, W) volumes
     dtype: str
     kind: str
     source: str
@@ -91,6 +94,15 @@ class DatasetInfo:
     chunk_samples: int
     compression: str | None
     symmetry: Symmetry  # exact symmetries of a sample (hpcgan.symmetry)
+    # /conditions (hpcgan.data.conditions): column names, units, and per-column statistics
+    # (conditions.STAT_KEYS -> K floats); empty without conditions.
+    condition_names: tuple[str, ...] = ()
+    condition_units: tuple[str, ...] = ()
+    condition_stats: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @property
+    def has_conditions(self) -> bool:
+        return bool(self.condition_names)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -112,6 +124,8 @@ class DatasetInfo:
             "kind": self.kind,
             "num_classes": self.num_classes,
             "stats": {k: float(v) for k, v in sorted(self.stats.items())},
+            # only with conditions, so files without them keep the identity they had
+            **({"conditions": list(self.condition_names)} if self.condition_names else {}),
         }
 
     @property
@@ -201,6 +215,7 @@ def _describe(f: h5py.File, path: Path) -> DatasetInfo:
     if stats["std"] < 0:
         raise SchemaError(f"{path}: attribute std is negative ({stats['std']:g})")
     num_classes = _num_classes(f, path, n)
+    columns = conditions.describe(f, path, n, SchemaError)
     return DatasetInfo(
         path=str(path),
         n=n,
@@ -215,6 +230,9 @@ def _describe(f: h5py.File, path: Path) -> DatasetInfo:
         chunk_samples=images.chunks[0],
         compression=images.compression,
         symmetry=_symmetry(attrs, path, kind, tuple(shape[2:])),
+        condition_names=columns.names,
+        condition_units=columns.units,
+        condition_stats=columns.stats or {},
     )
 
 
@@ -223,7 +241,7 @@ def _symmetry(attrs: h5py.AttributeManager, path: Path, kind: str, spatial: tupl
     of them then: fields with equal sides are periodic boxes, everything else has none."""
     text = attrs.get(SYMMETRY_ATTRIBUTE)
     if text is None:
-        if kind == "field" and len(set(spatial)) == 1:
+        if kind == "field" and len(spatial) >= 2 and len(set(spatial)) == 1:
             return Symmetry.periodic_box(spatial)
         return Symmetry.none(len(spatial))
     if isinstance(text, bytes):

@@ -15,11 +15,18 @@ from PIL import Image
 
 from hpcgan.errors import UserError
 from hpcgan.spectrum import wavenumbers
+from hpcgan.symmetry import Symmetry
 
 DIGITS_SOURCE = "sklearn-digits"
 
 # Values per FFT batch in grf: bounds the float64/complex temporaries to tens of MiB.
 _GRF_BATCH_VALUES = 1 << 21
+
+
+def symmetry(kind: str, spatial: tuple[int, ...]) -> Symmetry:
+    """The symmetry attribute of a synthetic dataset: the grf fields are periodic, homogeneous
+    and isotropic boxes; digits have none."""
+    return Symmetry.none(len(spatial)) if kind == "digits" else Symmetry.periodic_box(spatial)
 
 
 def check_size(size: int) -> None:

@@ -1,5 +1,5 @@
 """Full verification of a schema-1 file: every value read and compared with the stored
-checksums and statistics.
+checksums and statistics (of /images, /labels and /conditions).
 
 `hpcgan.data.format.read_info` checks the metadata only; this catches what it cannot see
 without reading the data: NaN/Inf in fields, files modified or damaged after writing.
@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpcgan.data import conditions
 from hpcgan.data.chunks import ChunkTable, first_nonfinite
 from hpcgan.data.format import (
     CHANNEL_KEYS,
@@ -59,6 +60,7 @@ def scan(path: PathLike, block: int | None = None) -> dict:
             table = ChunkTable.join(tables)
             checksums = _check_checksums(f, path, table, chunk, info.n)
             _check_labels_checksum(f, path)
+            condition_stats = conditions.verify(f, path, SchemaError)
             stored_channels = _channel_attrs(f, path, info.channels)
     except OSError as err:
         raise SchemaError(f"{path}: cannot read /images ({one_line(err)})") from err
@@ -79,6 +81,7 @@ def scan(path: PathLike, block: int | None = None) -> dict:
         "checksums": checksums,
         "has_labels": info.has_labels,
         "num_classes": info.num_classes,
+        "conditions": condition_stats,  # per-column statistics as recomputed, or None
         "chunk_samples": info.chunk_samples,
         "compression": info.compression,
     }

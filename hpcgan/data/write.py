@@ -22,12 +22,15 @@ import numpy as np
 
 from hpcgan.data.block_writers import BlockWriter, Layout, RawChunkWriter
 from hpcgan.data.chunks import ChunkTable
+from hpcgan.data.conditions import Conditions
+from hpcgan.data.conditions import write as write_conditions
 from hpcgan.data.format import (
     CHECKSUMS,
     COMPRESSIONS,
     DTYPES,
     KINDS,
     SCHEMA_VERSION,
+    SHAPES,
     SPATIAL_RANKS,
     STAT_KEYS,
     DatasetInfo,
@@ -40,6 +43,8 @@ from hpcgan.data.format import (
     read_info,
 )
 from hpcgan.files import replace_durably, temp_name
+from hpcgan.symmetry import ATTRIBUTE as SYMMETRY_ATTRIBUTE
+from hpcgan.symmetry import Symmetry
 
 
 def write_dataset(
@@ -51,8 +56,16 @@ def write_dataset(
     source: str,
     chunk_samples: int | None = None,
     compression: str | None = None,
+    conditions: np.ndarray | None = None,
+    condition_names: Sequence[str] = (),
+    condition_units: Sequence[str] | None = None,
+    symmetry: Symmetry | None = None,
 ) -> DatasetInfo:
     """Write in-memory arrays as a schema-1 file atomically and return its info.
+
+    `conditions` ([N, K] or [N], physical units) become /conditions with one name and unit per
+    column; `symmetry` the file's symmetry attribute (without it, readers assume the default
+    that hpcgan.data.format describes).
 
     The data go to `.NAME.tmp-<pid>` next to `path` and are renamed onto `path` only when
     complete, so a crash, a NaN or a full disk never leaves a truncated file under the final
@@ -62,6 +75,11 @@ def write_dataset(
     images = np.asarray(images)
     labels = _check_inputs(path, images, labels, kind, compression)
     n = len(images)
+    columns = None
+    if conditions is not None:
+        columns = Conditions.checked(
+            conditions, condition_names, condition_units, n, str(path), SchemaError
+        )
     chunk = min(n, chunk_samples or chunk_samples_for(images[0].nbytes))
     if chunk < 1:
         raise SchemaError(f"{path}: chunk_samples must be >= 1, got {chunk_samples}")
@@ -76,7 +94,7 @@ def write_dataset(
     ) as writer:
         for start, stop in blocks(n, writer.block_samples):
             writer.write(start, images[start:stop], None if labels is None else labels[start:stop])
-        return writer.commit(kind=kind, source=source)
+        return writer.commit(kind=kind, source=source, conditions=columns, symmetry=symmetry)
 
 
 class _H5BlockWriter(BlockWriter):
@@ -192,11 +210,25 @@ class DatasetWriter:
             self.adopt(start, len(source), table)
 
     def commit(
-        self, *, kind: str, source: str, attrs: dict | None = None, durable: bool = True
+        self,
+        *,
+        kind: str,
+        source: str,
+        attrs: dict | None = None,
+        durable: bool = True,
+        conditions: Conditions | None = None,
+        symmetry: Symmetry | None = None,
     ) -> DatasetInfo:
-        """Add statistics, checksums and attributes; flush (if `durable`) and rename onto path."""
+        """Add statistics, checksums, attributes, /conditions (one row per sample, in order)
+        and the symmetry; flush (if `durable`) and rename onto path."""
         if kind not in KINDS:
             raise SchemaError(f"{self.path}: kind must be 'image' or 'field', got {kind!r}")
+        if conditions is not None and len(conditions.values) != self._sink.n:
+            raise SchemaError(
+                f"{self.path}: {len(conditions.values)} condition rows for {self._sink.n} samples"
+            )
+        if symmetry is not None:
+            symmetry.check(self._sink.sample_shape[1:], f"{self.path}: symmetry")
         table = self.table()
         self._sink.close(flush=durable)
         stats, channels = table.stats()
@@ -213,6 +245,10 @@ class DatasetWriter:
             f.attrs[key] = np.float64(stats[key])
         for key, values in channels.items():
             f.attrs[key] = values
+        if conditions is not None:
+            write_conditions(f, conditions)
+        if symmetry is not None:
+            f.attrs[SYMMETRY_ATTRIBUTE] = symmetry.to_json()
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
         f.close()
@@ -240,9 +276,7 @@ def _check_inputs(
 ) -> np.ndarray | None:
     """Reject data that would not make a schema-1 file; return the labels as int64."""
     if images.ndim - 2 not in SPATIAL_RANKS:
-        raise SchemaError(
-            f"{path}: images must be [N, C, H, W] or [N, C, D, H, W], got shape {images.shape}"
-        )
+        raise SchemaError(f"{path}: images must be {SHAPES}, got shape {images.shape}")
     if images.dtype.name not in DTYPES:
         raise SchemaError(f"{path}: images must be uint8 or float32, got {images.dtype}")
     if len(images) == 0 or 0 in images.shape:

@@ -20,7 +20,7 @@ plan = ShardPlan(info.n, batch, segment, seed=11)
 reader = ShardReader(info, plan, comm.rank, comm.size, make_transform(info, "auto"))
 per_batch = []
 for b in range(plan.batches_per_epoch):
-    _images, labels = reader.read(b)
+    _images, labels, _conditions = reader.read(b)
     per_batch.append(labels.tolist())
 gathered = comm.gather(per_batch, root=0)
 if comm.rank == 0:
