@@ -59,6 +59,8 @@ def plan_inputs(
     idx_labels = _pair_idx([path for path, kind in found if kind == "idx"])
     specs: list[ImageSpec | ArraySpec] = []
     for path, kind in found:
+        if conditions and kind in ("images", "idx"):
+            raise UserError(f"{path}: --conditions needs npz or HDF5 inputs, not {kind} files")
         if path in walked:
             specs.append(_folder_spec(path, *walked[path], class_names))
         elif (
@@ -70,8 +72,7 @@ def plan_inputs(
             specs[-1].paths.append(str(path))  # image files given one by one: one source
         elif kind == "images":
             specs.append(ImageSpec(str(path), [str(path)]))
-        if conditions and kind in ("images", "idx"):
-            raise UserError(f"{path}: --conditions needs npz or HDF5 inputs, not {kind} files")
+
         elif kind == "idx" and path in idx_labels:
             specs.append(ArraySpec(kind, str(path), None, idx_labels[path], layout))
         elif kind != "idx":  # (IDX label files travel with their images)
