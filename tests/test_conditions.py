@@ -4,6 +4,8 @@ the condition transform."""
 
 from __future__ import annotations
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -190,3 +192,15 @@ def test_prefetcher_hands_out_images_and_a_condition(tmp_path):
         np.testing.assert_array_equal(condition.values.numpy(), reader.read(0)[2])
     finally:
         feed.close()
+
+
+def test_staging_checks_the_conditions_of_the_copy(tmp_path):
+    from hpcgan.data.stage import check_copy
+
+    source, copy = tmp_path / "s.h5", tmp_path / "copy.h5"
+    _showers(source)
+    shutil.copyfile(source, copy)
+    assert check_copy(source, copy, True) is None
+    with h5py.File(copy, "r+") as f:
+        f["conditions"][3, 1] = f["conditions"][3, 1] + 0.25
+    assert check_copy(source, copy, True) == "conditions"

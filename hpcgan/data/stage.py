@@ -39,6 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpcgan.data import conditions
 from hpcgan.data.format import (
     CHECKSUMS,
     PathLike,
@@ -132,13 +133,16 @@ def source_identity(source: Path) -> dict:
 
 
 def _checksum_digest(path: Path) -> str | None:
-    """SHA-1 of the file's stored CRC-32 table and labels CRC (None: written without them)."""
+    """SHA-1 of the file's stored CRC-32 table and labels and conditions CRCs (None: written
+    without them)."""
     with h5py.File(path, "r", locking=False) as f:
         table = f.get(CHECKSUMS)
         if table is None:
             return None
         h = hashlib.sha1(np.ascontiguousarray(table[()], dtype="<u4").tobytes())
         h.update(str(f.attrs.get("labels_crc32")).encode())
+        if conditions.CHECKSUM in f.attrs:  # (files without conditions keep their digest)
+            h.update(str(f.attrs[conditions.CHECKSUM]).encode())
         return h.hexdigest()
 
 
@@ -222,12 +226,14 @@ def _copy_verified(source: Path, copy: Path, identity: dict) -> None:
 
 def check_copy(source: Path, copy: Path, has_checksums: bool) -> str | None:
     """What fails in ``copy`` (None: nothing): every chunk of /images against the source's
-    CRC-32 table, and /labels against its CRC; without checksums, the whole file's CRC-32."""
+    CRC-32 table, /labels and /conditions against their CRCs; without checksums, the whole
+    file's CRC-32."""
     if not has_checksums:
         return None if _file_crc(source) == _file_crc(copy) else "file contents differ"
     with h5py.File(source, "r", locking=False) as f:
         expected = f[CHECKSUMS][()]
         labels = f.attrs.get("labels_crc32")
+        conditions_crc = f.attrs.get(conditions.CHECKSUM)
     info = read_info(copy)
     chunk = info.chunk_samples
     step = block_samples(chunk, info.sample_nbytes)
@@ -239,6 +245,11 @@ def check_copy(source: Path, copy: Path, has_checksums: bool) -> str | None:
             found += [zlib.crc32(values[s : s + chunk]) for s in range(0, len(values), chunk)]
         if labels is not None and "labels" in f and int(labels) != labels_crc32(f["labels"]):
             return "labels"
+        if conditions_crc is not None and (
+            conditions.DATASET not in f
+            or int(conditions_crc) != conditions.crc32(f[conditions.DATASET])
+        ):
+            return "conditions"
     found = np.array(found, dtype=np.uint32)
     if found.shape != expected.shape:
         return f"{len(found)} chunks, the source's table has {len(expected)}"
