@@ -304,7 +304,7 @@ def _verify(args: argparse.Namespace, command: Command) -> int:
             )
     print(f"  labels    {_labels(info)}")
     if info.has_conditions:
-        print(f"  conditions{_conditions(info)[1:]}, all finite, checksum matches")
+        print(f"  conditions {_ranges(info)}, all finite, checksum matches")
     print(f"  symmetry  {info.symmetry.to_json()}")
     print(
         f"  chunks    {info.chunk_samples} samples ({chunk_mib:.2f} MiB), "
@@ -333,15 +333,17 @@ def _keys_arg(text: str) -> tuple[str, ...]:
 
 
 def _conditions(info: DatasetInfo) -> str:
-    """`, conditions incident_energy 1000..1e+06 MeV, ...` (empty without conditions)."""
-    if not info.has_conditions:
-        return ""
+    """`, conditions incident_energy 1000..1e+06 MeV` (empty without conditions)."""
+    return f", conditions {_ranges(info)}" if info.has_conditions else ""
+
+
+def _ranges(info: DatasetInfo) -> str:
+    """Each condition's name, range and unit: `energy 10..500 GeV, theta 1..2.1 rad`."""
     lo, hi = info.condition_stats["min"], info.condition_stats["max"]
-    columns = [
+    return ", ".join(
         f"{name} {a:.4g}..{b:.4g}" + (f" {unit}" if unit else "")
         for name, unit, a, b in zip(info.condition_names, info.condition_units, lo, hi)
-    ]
-    return ", conditions " + ", ".join(columns)
+    )
 
 
 def _wrote(info: DatasetInfo, details: str) -> None:

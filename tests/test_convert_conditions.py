@@ -195,7 +195,8 @@ def test_verify_prints_conditions_and_symmetry(tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "o.h5")]) == 0
     out = capsys.readouterr().out
-    assert "conditions incident_energy" in out and "MeV, all finite, checksum matches" in out
+    assert "  conditions incident_energy " in out and "MeV, all finite, checksum matches" in out
+    assert "conditions conditions" not in out
     assert '"periodic": [false, true, false]' in out
 
 
@@ -210,3 +211,14 @@ def test_conditions_2_ranks_byte_identical_to_1(tmp_path):
         np.testing.assert_array_equal(a["conditions"][()], b["conditions"][()])
         np.testing.assert_array_equal(a["images"][()], b["images"][()])
         assert a.attrs["conditions_crc32"] == b.attrs["conditions_crc32"]
+
+
+def test_1d_vectors_resize_by_area_average_and_verify(tmp_path):
+    x = RNG.exponential(size=(5, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    out = tmp_path / "o.h5"
+    assert convert("--input", tmp_path / "v.npy", "--out", out, "--shape", "8", "--size", "4") == 0
+    images = stored(out)[0]
+    assert images.shape == (5, 1, 4)
+    np.testing.assert_allclose(images[:, 0], x.reshape(5, 4, 2).mean(axis=2), rtol=1e-6)
+    assert scan(out)["shape"] == (1, 4)
