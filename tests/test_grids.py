@@ -149,9 +149,13 @@ def test_circular_padding_builds_every_arch_on_a_periodic_axis_of_a_cylinder(arc
     assert pads and all(m.pads[2:4] != (0, 0) and set(m.pads[:2] + m.pads[4:]) == {0} for m in pads)
 
 
-def _field_file(path: Path, spatial: tuple[int, ...], n: int = 16) -> Path:
-    fields = torch.rand(n, 1, *spatial, generator=torch.Generator().manual_seed(0)) + 0.1
+def _field_file(path: Path, spatial: tuple[int, ...], periodic: tuple[bool, ...]) -> Path:
+    import h5py
+
+    fields = torch.rand(16, 1, *spatial, generator=torch.Generator().manual_seed(0)) + 0.1
     write_dataset(path, fields.numpy(), None, kind="field", source=f"test {spatial}")
+    with h5py.File(path, "a") as f:  # as data_prep writes it (docs/data.md, "Symmetries")
+        f.attrs["symmetry"] = Symmetry(periodic, (False,) * len(spatial)).to_json()
     return path
 
 
@@ -173,12 +177,14 @@ def test_two_ranks_compute_what_one_rank_computes_on_odd_grids():
 
 @pytest.mark.mpi
 @pytest.mark.parametrize(
-    "spatial,arch", [((12, 20), "resnet"), ((9, 16, 5), "dcgan")], ids=["12x20", "9x16x5"]
+    "spatial,periodic,arch",
+    [((12, 20), (False, True), "resnet"), ((9, 16, 5), (False, True, False), "dcgan")],
+    ids=["12x20", "9x16x5"],
 )
-def test_train_on_an_odd_grid_file_at_two_ranks(tmp_path, spatial, arch):
+def test_train_on_an_odd_grid_file_at_two_ranks(tmp_path, spatial, periodic, arch):
     """python -m hpcgan.train on the file as it is: no refusal, no resizing; the samples and
-    the checkpoint have the data's sides."""
-    data = _field_file(tmp_path / "grid.h5", spatial)
+    the checkpoint have the data's sides; the file's periodic axis is padded circularly."""
+    data = _field_file(tmp_path / "grid.h5", spatial, periodic)
     run = tmp_path / "run"
     args = tiny(run, data, f"model.arch={arch}", "model.width=4", "train.batch_size=4")
     args += ["train.steps=3", "run.checkpoint_every=3", "run.sample_every=3", "run.eval_every=0"]
@@ -189,4 +195,8 @@ def test_train_on_an_odd_grid_file_at_two_ranks(tmp_path, spatial, arch):
     assert f"(1, {', '.join(map(str, spatial))}) float32 (field)" in proc.stdout, grid
     state = checkpoint(run, 3)
     assert state["config"]["model"]["padding"] == "circular"
+    # A circularly padded convolution is the second layer of a (pad, conv) pair.
+    assert any(
+        k.endswith(".1.weight") and v.dim() == 2 + len(spatial) for k, v in state["D"].items()
+    )
     assert (run / "samples" / "step-00000003.png").exists()
