@@ -64,9 +64,8 @@ def test_power_of_two_grids_keep_the_layers_they_had(spatial):
         assert all(set(m.stride) == {2} for m in strided)
         if arch == "dcgan":
             assert all(set(m.kernel_size) == {4} for m in strided)
-            assert D.out.in_features == 4 * 2 ** (len(Plan.of(spatial).sides) - 2) * 4 ** len(
-                spatial
-            )
+            stages = Plan.of(spatial).stages  # width 4 at the finest, doubling
+            assert D.out.in_features == 4 * 2 ** (stages - 1) * 4 ** len(spatial)
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])

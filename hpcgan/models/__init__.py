@@ -75,18 +75,17 @@ class Arch:
             )
 
 
-def _mlp(cfg: ModelConfig, channels, plan, z_in, depth, ops):
-    return MLPBody(z_in, (channels, *plan.sides[0]), cfg.width, depth), ConvTrunk(
-        channels, plan, cfg.width, ops
-    )
+def _mlp(cfg: ModelConfig, channels: int, plan: Plan, z_in: int, depth: int, ops: nd.Ops):
+    body = MLPBody(z_in, (channels, *plan.sides[0]), cfg.width, depth)
+    return body, ConvTrunk(channels, plan, cfg.width, ops)
 
 
-def _dcgan(cfg: ModelConfig, channels, plan, z_in, depth, ops):
+def _dcgan(cfg: ModelConfig, channels: int, plan: Plan, z_in: int, depth: int, ops: nd.Ops):
     body = DCGANBody(z_in, channels, plan, cfg.width, cfg.norm, cfg.upsample, ops)
     return body, DCGANTrunk(channels, plan, cfg.width, cfg.norm, ops)
 
 
-def _resnet(cfg: ModelConfig, channels, plan, z_in, depth, ops):
+def _resnet(cfg: ModelConfig, channels: int, plan: Plan, z_in: int, depth: int, ops: nd.Ops):
     body = ResNetBody(z_in, channels, plan, cfg.width, depth, cfg.norm, cfg.attention, ops)
     return body, ResNetTrunk(channels, plan, cfg.width, depth, cfg.attention, ops)
 
