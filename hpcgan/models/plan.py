@@ -3,8 +3,8 @@
 
 D's stages halve every axis still longer than ``MIN_SIDE`` (an odd side n becomes (n + 1) / 2)
 and leave the others as they are (stride 1); G's stages run the same sides backwards. So G
-ends at exactly the sample's sides and D starts at them: nothing is resampled, padded or
-cropped. For square and cubic power-of-two sides every axis halves at every stage, down to
+ends at exactly the sample's sides and D starts at them: the data are never resampled,
+padded or cropped. For square and cubic power-of-two sides every axis halves at every stage, down to
 4 a side: DCGAN's and SNGAN's plans, layer for layer.
 
 A stage's convolution geometry follows each axis's step (padding 1 throughout):
