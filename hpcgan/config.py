@@ -31,6 +31,13 @@ def _loss_names() -> tuple[str, ...]:
     return tuple(LOSSES)
 
 
+def _arch_names() -> tuple[str, ...]:
+    """model.arch: the names in the architecture registry (imported when a value is checked)."""
+    from hpcgan.models import ARCHS
+
+    return tuple(ARCHS)
+
+
 @dataclass
 class DataConfig:
     path: str = option("", "HDF5 dataset (schema 1); empty means the built-in dataset data.builtin")
@@ -72,7 +79,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = option("dcgan", "network family", choices=("mlp", "dcgan", "resnet"))
+    arch: str = option("dcgan", "network family", choices=_arch_names)
     width: int = option(
         64, "channels of G's last hidden layer and D's first (ngf/ndf)", range=AT_LEAST_1
     )
@@ -96,9 +103,15 @@ class ModelConfig:
     )
     attention: int = option(
         0,
-        "resnet: resolution (8 to half the image size) of a SAGAN self-attention block in G "
-        "and D; 0 = none",
+        "resnet: resolution (largest side, at least 8, of a feature map that G and D both "
+        "have) of a SAGAN self-attention block in G and D; 0 = none",
         range=NON_NEGATIVE,
+    )
+    padding: str = option(
+        "zeros",
+        "padding of G's and D's convolutions: zeros, or circular on the axes the data's "
+        "symmetry marks periodic (zeros on the others)",
+        choices=("zeros", "circular"),
     )
     spectral_norm: bool = option(False, "spectral normalisation of every layer of D")
     conditional: bool = option(
@@ -299,12 +312,9 @@ def validate(cfg: Config, world_size: int) -> None:
             f"train.batch_size={t.batch_size} is not divisible by the {world_size} ranks; "
             f"use a multiple of {world_size}"
         )
-    if m.attention and (m.arch != "resnet" or m.attention & (m.attention - 1)):
-        raise UserError("model.attention needs model.arch=resnet and a power-of-two resolution")
-    if m.arch == "dcgan" and m.depth not in (0, 1):
-        raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
-    if m.upsample != "transposed" and m.arch != "dcgan":
-        raise UserError(f"model.upsample={m.upsample} applies to dcgan only (not {m.arch})")
+    from hpcgan.models import ARCHS
+
+    ARCHS[m.arch].check(None, m)  # the options the architecture takes; the shape comes later
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The one table of what depends on the number of spatial dimensions.
 
-A sample is ``(C, *S)``: ``len(S)`` is 2 for images and maps, 3 for volumes. Models, the
-spectral loss and the metrics take their convolution, transposed convolution, batch norm,
-pooling, interpolation mode and FFT axes from :func:`ops` (as MONAI's ``Conv[Conv.CONV,
-spatial_dims]`` factories do), so no other module names a rank-specific layer or axis tuple.
-Models are built for 2 and 3 (docs/design.md, section 5).
+A sample is ``(C, *S)``: ``len(S)`` is 1 for vectors, 2 for images and maps, 3 for volumes.
+Models, the spectral loss and the metrics take their convolution, transposed convolution,
+batch norm, pooling, interpolation mode and FFT axes from :func:`ops` (as MONAI's
+``Conv[Conv.CONV, spatial_dims]`` factories do), so no other module names a rank-specific
+layer or axis tuple.
+Models are built for 1, 2 and 3 (docs/architecture.md, "Any grid").
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def make_plain(cfg: Config, pieces: Pieces, comm: Comm) -> Callable[[], None]:
     t, info, device = cfg.train, pieces.info, pieces.device
     trainer = pieces.trainer
     torch.manual_seed(t.seed)
-    G, D = build_models(cfg.model, info.shape, trainer.num_classes, t.aux_classifier)
+    G, D = build_models(cfg.model, info.shape, trainer.num_classes, t.aux_classifier, info.symmetry)
     G, D = (m.to(device=device, dtype=trainer.dtype) for m in (G, D))
     n = t.batch_size // comm.size
     real = torch.rand(n, *info.shape, device=device, dtype=trainer.dtype) * 2 - 1  # [n, C, *S]

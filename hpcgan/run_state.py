@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 import yaml
 
+from hpcgan.config import ModelConfig
 from hpcgan.data.holdout import holdout_count
 from hpcgan.errors import UserError
 from hpcgan.files import atomic_write, atomic_write_text
@@ -240,7 +241,8 @@ def check_fits(ckpt: Checkpoint, path: Path, cfg: Config, info: DatasetInfo) -> 
         )
     saved_model = ckpt.config["model"]
     current = dataclasses.asdict(cfg.model)
-    changed = [k for k in current if saved_model.get(k) != current[k]]
+    added = dataclasses.asdict(ModelConfig())  # keys newer than the checkpoint: their defaults
+    changed = [k for k in current if saved_model.get(k, added[k]) != current[k]]
     if changed:
         key = changed[0]
         raise UserError(

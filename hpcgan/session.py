@@ -160,7 +160,7 @@ def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
     labelled = cfg.model.conditional or cfg.train.aux_classifier
     num_classes = info.num_classes if labelled else 0
     torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
-    G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
+    G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier, info.symmetry)
     best = best_metric_name(cfg.run.best_metric, info)
     return Fitted(plan, split, transform, num_classes, G, D, best)
 

@@ -54,7 +54,9 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
         hint = "" if data else "; pass the training data with --data FILE.h5"
         raise UserError(f"dataset of {path}: {e}{hint}") from None
     transform = make_transform(info, cfg.data.transform)
-    G, _ = build_models(cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier)
+    G, _ = build_models(
+        cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier, info.symmetry
+    )
     run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
     G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
     split = make_split(ckpt.config["data"].get("holdout", "0"), info.n)

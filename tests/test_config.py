@@ -126,7 +126,7 @@ def test_every_number_has_a_range_and_help_shows_it():
     [
         (["model.depth=2"], "model.depth is fixed for dcgan"),
         (["model.arch=mlp", "model.upsample=nearest"], "applies to dcgan only"),
-        (["model.arch=resnet", "model.attention=12"], "power-of-two resolution"),
+        (["model.arch=dcgan", "model.attention=16"], "model.attention needs model.arch=resnet"),
     ],
 )
 def test_cross_field_checks_in_validate(overrides, needle):

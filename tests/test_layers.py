@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("primitives", {"errors", "files", "launcher", "rng", "profile", "fields", "board", "monitor"}),
     ("numerics", {"nd", "spectrum", "objectives", "condition", "symmetry"}),
+    ("models", {"models"}),
     ("config", {"config"}),
     ("comm", {"comm"}),
     ("data", {"data"}),
-    ("components", {"models", "images", "preempt", "watchdog"}),
+    ("components", {"images", "preempt", "watchdog"}),
     ("metrics", {"metrics"}),
     ("training", {"trainer"}),
     ("run", {"run_state", "session", "trained", "loop", "plain", "timing"}),

@@ -201,14 +201,16 @@ def test_train_on_a_volume_file_stops_and_resumes_bitwise(tmp_path, how):
     assert_bitwise_equal(a, b, nets=("G", "D", "G_ema"))
 
 
-def test_non_cubic_volumes_exit_2_with_one_line_and_write_nothing(tmp_path):
-    data, run = tmp_path / "showers.h5", tmp_path / "run"
-    showers = torch.rand(4, 1, 51, 51, 25, generator=torch.Generator().manual_seed(0)) + 0.1
-    write_dataset(data, showers.numpy(), None, kind="field", source="3DGAN-like 51x51x25")
+def test_volumes_too_small_for_the_arch_exit_2_with_one_line_and_write_nothing(tmp_path):
+    """51x51x25 trains as it is now (tests/test_grids.py); a grid with no side longer than 4
+    is what dcgan refuses: exit 2, one line, nothing written."""
+    data, run = tmp_path / "tiny.h5", tmp_path / "run"
+    cells = torch.rand(4, 1, 4, 4, 3, generator=torch.Generator().manual_seed(0)) + 0.1
+    write_dataset(data, cells.numpy(), None, kind="field", source="4x4x3 cells")
     proc = launch(tiny(run, data, "train.steps=2", "train.batch_size=4"))
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert "cubic volumes with equal power-of-two sides" in line and "51x51x25" in line
+    assert "needs a side longer than 4" in line and "4x4x3" in line
     assert not run.exists()
 
 

@@ -74,13 +74,6 @@ def norm_layer(kind: str, channels: int, ops: Ops) -> nn.Module:
     return ops.batch_norm(channels) if kind == "batch" else nn.Identity()
 
 
-def stage_channels(resolution: int, width: int, cap: int) -> list[int]:
-    """Channels at 4, 8, ..., resolution/2 per side: ``width`` at resolution/2, doubling as the
-    resolution halves, at most ``cap``."""
-    stages = resolution.bit_length() - 3  # log2(resolution) - 2 stages: 4x4 .. resolution/2
-    return [min(cap, width * 2 ** (stages - 1 - i)) for i in range(stages)]
-
-
 class SelfAttention(nn.Module):
     """SAGAN self-attention (Zhang et al. 2019): each position attends to all others."""
 

@@ -2,7 +2,8 @@
 
 G: z -> 128 -> 256 -> C*prod(S) (for width 64: hidden sizes 2*width, 4*width, ... one per ``depth``)
 with LeakyReLU(0.2) and tanh; D: 5x5 stride-2 convolutions with width/2, width, 2*width,
-4*width channels (32-64-128-256 at width 64) and LeakyReLU(0.2).
+4*width channels (32-64-128-256 at width 64) and LeakyReLU(0.2). Any sides: each convolution
+maps a side n to ceil(n / 2) (a side of 1 stays 1).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from hpcgan.models.plan import Plan, circular_axes, conv
 from hpcgan.nd import Ops
 
 
@@ -31,14 +33,17 @@ class MLPBody(nn.Module):
 
 
 class ConvTrunk(nn.Module):
-    def __init__(self, shape: tuple[int, ...], width: int, ops: Ops) -> None:
+    def __init__(self, channels: int, plan: Plan, width: int, ops: Ops) -> None:
         super().__init__()
-        channels = [shape[0]] + [max(1, width // 2) * 2**i for i in range(4)]
+        widths = [channels] + [max(1, width // 2) * 2**i for i in range(4)]
+        sides = plan.sides[0]
         layers: list[nn.Module] = []
-        for a, b in zip(channels, channels[1:]):
-            layers += [ops.conv(a, b, 5, 2, 2), nn.LeakyReLU(0.2, True)]
+        for a, b in zip(widths, widths[1:]):
+            layers += [conv(ops, a, b, 5, 2, 2, circular_axes(plan, sides, 2, 2))]
+            layers.append(nn.LeakyReLU(0.2, True))
+            sides = tuple(-(-s // 2) for s in sides)
         self.net = nn.Sequential(*layers, nn.Flatten())
-        self.features = channels[-1] * math.prod(side // 16 for side in shape[1:])
+        self.features = widths[-1] * math.prod(sides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # [N, 4 * width * prod(S / 16)]
+        return self.net(x)  # [N, 4 * width * prod(ceil(S / 16))]

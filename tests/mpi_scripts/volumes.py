@@ -1,10 +1,14 @@
 """Under mpirun -np 2: every architecture x loss trains a few steps on 16^3 volumes with the mpi
 engine in fp64 (model.norm=none, R1 on), next to a one-process Trainer given the whole global
 batch; then dcgan with batch norm in fp32, bf16 and fp16. Prints one JSON line per check for
-tests/test_volumes_train.py to assert on."""
+tests/test_volumes_train.py to assert on.
+
+With arguments (sample shapes such as 1x12x20 1x9x16x5): the first part only, every
+architecture with the ns loss on each shape (tests/test_grids.py)."""
 
 import itertools
 import json
+import sys
 
 import torch
 
@@ -18,11 +22,18 @@ from hpcgan.trainer import Trainer
 comm = MPIAllreduceComm()
 torch.set_num_threads(1)
 GLOBAL = 4
+SHAPES = [tuple(int(v) for v in arg.split("x")) for arg in sys.argv[1:]]
 SHAPE = (1, 16, 16, 16)
 
 
 def make(
-    arch: str, loss: str, engine, norm: str = "none", precision: str = "fp64", *extra: str
+    arch: str,
+    loss: str,
+    engine,
+    norm: str = "none",
+    precision: str = "fp64",
+    *extra: str,
+    shape: tuple[int, ...] = SHAPE,
 ) -> Trainer:
     cfg = load_config(
         None,
@@ -41,13 +52,13 @@ def make(
         ],
     )
     torch.manual_seed(0)
-    G, D = build_models(cfg.model, SHAPE)
+    G, D = build_models(cfg.model, shape)
     return Trainer(cfg, engine, G, D, torch.device("cpu"))
 
 
-def batch(step: int) -> torch.Tensor:
+def batch(step: int, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
     g = torch.Generator().manual_seed(step)
-    return torch.rand(GLOBAL, *SHAPE, generator=g) * 2 - 1
+    return torch.rand(GLOBAL, *shape, generator=g) * 2 - 1
 
 
 def params(trainer: Trainer) -> torch.Tensor:
@@ -57,11 +68,18 @@ def params(trainer: Trainer) -> torch.Tensor:
 
 
 n = GLOBAL // comm.size
-for arch, loss in itertools.product(("mlp", "dcgan", "resnet"), tuple(objectives.LOSSES)):
-    ranks, one = make(arch, loss, comm), make(arch, loss, SingleProcess())
+archs = ("mlp", "dcgan", "resnet")
+combos = (
+    [(shape, arch, "ns") for shape in SHAPES for arch in archs]
+    if SHAPES
+    else [(SHAPE, arch, loss) for arch, loss in itertools.product(archs, objectives.LOSSES)]
+)
+for shape, arch, loss in combos:
+    ranks = make(arch, loss, comm, shape=shape)
+    one = make(arch, loss, SingleProcess(), shape=shape)
     before = params(one)
     for step in range(2):
-        x = batch(step).double()
+        x = batch(step, shape).double()
         ranks.step(step, [(x[comm.rank * n : (comm.rank + 1) * n], None)])
         one.step(step, [(x, None)])
     prints = comm.allgather_object(ranks.fingerprint())
@@ -83,10 +101,14 @@ for arch, loss in itertools.product(("mlp", "dcgan", "resnet"), tuple(objectives
 # Batch norm on, every precision: replicas stay identical (fp16 may skip its first steps).
 # Last, fp32 in the channels_last_3d memory format (the flat engine's views keep its strides).
 for precision, extra in (
-    ("fp32", ()),
-    ("bf16", ()),
-    ("fp16", ()),
-    ("fp32", ("train.channels_last=true",)),
+    ()
+    if SHAPES
+    else (
+        ("fp32", ()),
+        ("bf16", ()),
+        ("fp16", ()),
+        ("fp32", ("train.channels_last=true",)),
+    )
 ):
     trainer = make("dcgan", "ns", comm, "batch", precision, *extra)
     before = trainer.fingerprint()
