@@ -41,9 +41,10 @@ from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
 from hpcgan.errors import Command, UserError, run_command
+from hpcgan.metrics import table
 from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import names
-from hpcgan.metrics.verdict import judge
+from hpcgan.metrics.verdict import judge, per_member_without_verdict
 from hpcgan.session import inference_device
 from hpcgan.trained import LoadedRun, command_line, generate, load_run
 
@@ -237,10 +238,10 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     floor = evaluator.baseline().metrics
     told = []
     for name, value in result.metrics.items():
-        if "class_frac" in name:
+        if per_member_without_verdict(name):
             continue
         base = floor.get(name, float("nan"))
-        ratio = value / base if base > 0 and name != "eval/coverage_min" else float("nan")
+        ratio = value / base if base > 0 and table.find(name).verdict != "none" else float("nan")
         verdict = judge(name, value, base)
         told += [name] if verdict in ("distinguishable", "copies the training data") else []
         lines.append(f"  {name:<26} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}  {verdict}")
@@ -252,7 +253,10 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     if evaluator.classifier is not None:
         acc = evaluator.classifier.accuracy
         lines.append(f"classifier held-out accuracy on the real data: {acc:.1%}")
-    lines.append("lower is better for every metric except eval/coverage_min")
+    for name, why in evaluator.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    higher = [n for n in result.metrics if table.higher_is_better(n)]
+    lines.append(f"lower is better for every metric except {', '.join(higher) or 'none'}")
     return "\n".join(lines) + "\n"
 
 
