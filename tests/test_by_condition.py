@@ -94,3 +94,17 @@ def test_bad_conditions_are_refused_in_one_line(data):
         bc.by_condition(real, {"total": real["total"][:10]}, conditions, NAMES, UNITS)
     with pytest.raises(UserError, match="no per-sample summary energy"):
         bc.summaries(torch.zeros(2, 1, 4), {"min": 0, "max": 1}, ("energy",))
+
+
+def test_report_plots_each_metric_against_each_condition(data, tmp_path):
+    from hpcgan.report import plot_by_condition
+
+    conditions, stats, real = data
+    fake = bc.summaries(_showers(conditions[:, 0], 2), stats)
+    result = bc.by_condition(real, fake, conditions, NAMES, UNITS)
+    written = plot_by_condition(result, tmp_path)
+    assert [p.name for p in written] == [
+        "by_condition-incident_energy.png",
+        "by_condition-theta.png",
+    ]
+    assert all(p.stat().st_size > 10_000 for p in written)

@@ -46,6 +46,7 @@ class Result:
 
     metrics: dict[str, float]
     curves: dict[str, np.ndarray] = field(default_factory=dict)
+    by_condition: dict[str, dict] = field(default_factory=dict)  # hpcgan.metrics.by_condition
 
 
 def metric_names(info: DatasetInfo) -> list[str]:
