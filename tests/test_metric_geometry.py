@@ -154,3 +154,25 @@ def test_non_periodic_2d_grid_is_evaluated_without_the_box_metrics(tmp_path):
     floor = evaluator.baseline().metrics
     assert metrics["eval/ks"] < 3 * floor["eval/ks"] + 0.005
     assert metrics["eval/c2st_auc"] < 0.7
+
+
+def test_run_best_metric_naming_a_skipped_metric_is_one_line_exit_2(tmp_path):
+    """A 16x16 field whose symmetry attribute says no axis is periodic: training refuses
+    run.best_metric=eval/ps_rel_err before writing anything, and says why."""
+    import h5py
+    from conftest import launch
+
+    data = tmp_path / "walls.h5"
+    write_dataset(data, synth.grf(64, size=16, seed=0), None, kind="field", source="t")
+    with h5py.File(data, "a") as f:
+        f.attrs["symmetry"] = Symmetry.none(2).to_json()
+    assert best_metric_name("auto", read_info(data)) == "eval/w1"
+    run = tmp_path / "run"
+    args = ["model.width=8", "model.z_dim=16", "train.batch_size=16", "train.steps=2"]
+    override = "run.best_metric=eval/ps_rel_err"
+    proc = launch([*args, f"data.path={data}", f"run.dir={run}", override])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("hpcgan: error: run.best_metric=eval/ps_rel_err is not reported")
+    assert "needs a periodic box; axes 0 and 1 are not periodic" in lines[0]
+    assert not (run / "checkpoints").exists()
