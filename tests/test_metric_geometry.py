@@ -59,6 +59,8 @@ def test_the_table_skips_what_the_geometry_does_not_support_and_says_why():
 def test_the_table_holds_direction_and_verdict_rule():
     from hpcgan.metrics.verdict import judge
 
+    for row in table.METRICS:  # every rule and requirement named exists
+        assert row.verdict in table.VERDICTS and set(row.needs) <= set(table.REQUIREMENTS)
     assert table.find("eval/sep/peaks").needs == ("field", "maps", "periodic box")
     assert table.find("eval/class_frac/7").verdict == "none"
     assert table.find("eval/minkowski_v3_err").name == "eval/minkowski_<v>_err"
