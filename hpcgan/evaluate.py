@@ -28,14 +28,15 @@ Metrics (lower is better, 0 = indistinguishable, unless said otherwise):
                               samples' spectra (the ensemble spread, not only the mean)
   eval/precision, eval/recall labelled data: k-NN manifolds (k=3) in the classifier's
                               feature space (higher is better)
-The spectrum (spherically averaged for volumes) and Minkowski metrics apply to fields and
-one-channel images and volumes, the classifier
-metrics to labelled data. "baseline" holds the same metrics between two halves of the real
-samples: the noise floor at half this sample size (above the floor at n: about 2x for Frechet
-distances). "verdict" says per metric whether it tells the samples from the data
-(docs/evaluation.md, "Verdict"). Samples of uint8 data are rounded to whole grey levels, as
-hpcgan.sample writes them. --seed defaults to the run's train.seed, so the numbers match
-evaluations during training.
+The spectrum (spherically averaged for volumes), Minkowski and peak metrics need a periodic
+box (every axis periodic, all sides equal; square one-channel images too) of fields or one-
+channel samples, the classifier metrics labelled data (hpcgan.metrics.table); "skipped"
+names each metric these data do not get and why. "baseline" holds the same metrics between
+two halves of the real samples: the noise floor at half this sample size (above the floor at
+n: about 2x for Frechet distances). "verdict" says per metric whether it tells the samples
+from the data (docs/evaluation.md, "Verdict"). Samples of uint8 data are rounded to whole
+grey levels, as hpcgan.sample writes them. --seed defaults to the run's train.seed, so the
+numbers match evaluations during training.
 Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
 """
 
@@ -119,6 +120,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "seconds": round(time.perf_counter() - setup, 3),  # generate, featurise, reduce
         "metrics": metrics,
         "baseline": evaluator.baseline().metrics,
+        "skipped": evaluator.skipped,  # metric -> why these data do not have what it needs
     }
     out["verdict"] = verdicts(metrics, out["baseline"])
     if evaluator.classifier is not None:

@@ -14,6 +14,8 @@ against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval
   minkowski.png    Minkowski functionals of data and samples over thresholds (V0..V2 of
                    images, V0..V3 of volumes)
   classes.png      fraction of samples per predicted class, next to the data's
+  by_condition-<name>.png  conditioned data: each per-bin metric against the condition,
+                   next to its floor (one figure per condition)
   samples.png      real samples (left) next to generated ones (right); a volume shows its
                    central slices (top) and mean projections (bottom) along D, H and W
   summary.txt      the run, the training, and the verdict table: every metric next to its
@@ -41,9 +43,11 @@ from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
 from hpcgan.errors import Command, UserError, run_command
+from hpcgan.metrics import table
+from hpcgan.metrics.by_condition import plot_rows
 from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import names
-from hpcgan.metrics.verdict import judge
+from hpcgan.metrics.verdict import judge, per_member_without_verdict
 from hpcgan.session import inference_device
 from hpcgan.trained import LoadedRun, command_line, generate, load_run
 
@@ -186,6 +190,34 @@ def plot_classes(c: dict[str, np.ndarray], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_by_condition(by_condition: dict[str, dict], out: Path) -> list[Path]:
+    """One figure per condition, by_condition-<name>.png: each per-bin metric against the
+    bin's median condition (horizontal bars: the bin), next to its floor (hpcgan.metrics.
+    by_condition; the evaluation JSON's "by_condition")."""
+    written = []
+    for cond, part in by_condition.items():
+        rows = plot_rows({cond: part})
+        metrics = sorted({r["metric"] for r in rows})
+        if not metrics:
+            continue
+        fig = Figure(figsize=(4.5 * len(metrics), 3.6))
+        for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(metrics))), metrics):
+            mine = [r for r in rows if r["metric"] == metric]
+            x = np.array([r["centre"] for r in mine])
+            bars = np.abs(np.array([[r["lo"], r["hi"]] for r in mine]).T - x)  # [2, bins]
+            ax.errorbar(x, [r["value"] for r in mine], xerr=bars, fmt="r.", label="generated")
+            ax.plot(x, [r["floor"] for r in mine], "k--", marker=".", label="floor (real)")
+            unit = f" ({part['unit']})" if part["unit"] else ""
+            ax.set(xlabel=f"{cond}{unit}", title=metric)
+            if part["binning"] == "decades":
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+        ax.legend()
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in cond)
+        written.append(_save(fig, out / f"by_condition-{safe}.png"))
+    return written
+
+
 def plot_samples(real: torch.Tensor, fake: torch.Tensor, field: bool, path: Path) -> Path:
     """Real and generated grids side by side, in the networks' [-1, 1] scale."""
     fig = Figure(figsize=(10, 5.3))
@@ -237,10 +269,10 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     floor = evaluator.baseline().metrics
     told = []
     for name, value in result.metrics.items():
-        if "class_frac" in name:
+        if per_member_without_verdict(name):
             continue
         base = floor.get(name, float("nan"))
-        ratio = value / base if base > 0 and name != "eval/coverage_min" else float("nan")
+        ratio = value / base if base > 0 and table.find(name).verdict != "none" else float("nan")
         verdict = judge(name, value, base)
         told += [name] if verdict in ("distinguishable", "copies the training data") else []
         lines.append(f"  {name:<26} {value:>12.5g} {base:>12.5g} {ratio:>9.3g}  {verdict}")
@@ -252,7 +284,10 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     if evaluator.classifier is not None:
         acc = evaluator.classifier.accuracy
         lines.append(f"classifier held-out accuracy on the real data: {acc:.1%}")
-    lines.append("lower is better for every metric except eval/coverage_min")
+    for name, why in evaluator.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    higher = [n for n in result.metrics if table.higher_is_better(n)]
+    lines.append(f"lower is better for every metric except {', '.join(higher) or 'none'}")
     return "\n".join(lines) + "\n"
 
 
@@ -279,6 +314,7 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
         written.append(plot_minkowski(curves, log_x, out / "minkowski.png"))
     if "class_frac_real" in curves:
         written.append(plot_classes(curves, out / "classes.png"))
+    written += plot_by_condition(result.by_condition, out)
     count = min(GRID if run.info.ndim <= 2 else GRID_VOLUMES, n, evaluator.real.block)
     fake = generate(run, count, 0)
     written.append(

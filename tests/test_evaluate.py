@@ -66,6 +66,8 @@ def test_two_ranks_give_the_one_rank_metrics(digits_run):
         for name, value in one[part].items():
             assert two[part][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert one["n"] == 300 and one["n_real"] == 384 and one["step"] == 4
+    assert one["skipped"]["eval/sep/peaks"] == "needs fields; these are images"  # the table's
+    assert "eval/ps_rel_err" not in one["skipped"]  # square one-channel images keep it
 
 
 def test_sample_writes_png_and_physical_hdf5(digits_run, tmp_path):

@@ -10,7 +10,10 @@
 - features: per-sample high-level features and their histograms' separation power
 - precision_recall: k-NN manifold precision and recall (Kynkaanniemi et al. 2019)
 - memorisation: nearest-neighbour distances to the training set vs held-out data's
+- table: the one table of metric facts (direction, verdict rule, what the data must have, auto
+  rank); metrics the data's geometry does not support are skipped, with the reason
 - verdict: whether each metric tells the samples from the data, given its noise floor
+- by_condition: metrics in bins of each continuous condition, next to matched floors
 - sources, stats, compare: where samples come from, their sums, the metrics from the sums
 - evaluate: the Evaluator that the training loop and the command-line tools call
 

@@ -30,7 +30,7 @@ from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ValueTransform
 from hpcgan.errors import UserError
-from hpcgan.metrics import classifier, features, memorisation, minkowski, sources, stats, two_sample
+from hpcgan.metrics import classifier, features, memorisation, sources, stats, table, two_sample
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.inception import InceptionFeatures
 from hpcgan.metrics.precision_recall import precision_recall
@@ -38,7 +38,6 @@ from hpcgan.metrics.precision_recall import precision_recall
 DEFAULT_N = 10000
 KID_ROWS = 1000  # KID on the first 1000 samples of each side, torch-fidelity's subset size
 REFERENCE_VERSION = 1  # bump when the statistics change: old caches are then ignored
-HIGHER_IS_BETTER = ("eval/coverage_min", "eval/precision", "eval/recall")
 
 
 @dataclass
@@ -47,53 +46,32 @@ class Result:
 
     metrics: dict[str, float]
     curves: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def is_spatial(info: DatasetInfo) -> bool:
-    """Whether the power spectrum (and, for 2-D and 3-D samples, the Minkowski functionals)
-    apply: fields and one-channel images."""
-    return info.kind == "field" or info.channels == 1
+    by_condition: dict[str, dict] = field(default_factory=dict)  # hpcgan.metrics.by_condition
 
 
 def metric_names(info: DatasetInfo) -> list[str]:
-    """The metrics an evaluation during training reports for this dataset."""
-    names = ["eval/ks", "eval/w1", "eval/mean_rel_err", "eval/std_rel_err"]
-    if is_spatial(info):
-        names += ["eval/ps_rel_err"]
-    if is_spatial(info) and info.ndim in (2, 3):  # of pixel squares or voxel cubes
-        names += ["eval/minkowski_err"]
-        names += [f"eval/minkowski_{name.lower()}_err" for name in minkowski.names(info.ndim)]
-    if info.num_classes >= 2:
-        names += ["eval/fd_classifier", "eval/kid_classifier", "eval/coverage_min"]
-        names += [f"eval/class_frac/{c}" for c in range(info.num_classes)]
-    return names + extra_metric_names(info)
-
-
-def extra_metric_names(info: DatasetInfo) -> list[str]:
-    """The classifier two-sample test and the high-level features' separation powers
-    (docs/evaluation.md); for fields also the spread of the spectrum."""
-    names = ["eval/c2st_auc", "eval/sep_max"]
-    names += [f"eval/sep/{f}" for f in features.names(info.ndim, info.kind == "field")]
-    if info.kind == "field" and is_spatial(info):
-        names += ["eval/ps_std_rel_err"]
-    if info.num_classes >= 2:  # in the evaluation classifier's feature space
-        names += ["eval/precision", "eval/recall"]
-    return names
+    """The metrics an evaluation during training reports for this dataset (the rows of
+    hpcgan.metrics.table that apply to it, without held-out samples or Inception)."""
+    return table.names(info)
 
 
 def best_metric_name(setting: str, info: DatasetInfo) -> str | None:
     """run.best_metric for this dataset: the metric best.pt is kept by (None: off). Checked
-    before training starts, so a name that no evaluation reports is an error up front."""
+    before training starts, so a name that no evaluation reports is an error up front;
+    ``auto`` is the applicable row of the metric table with the smallest ``auto`` rank."""
     if setting == "none":
         return None
+    reported = metric_names(info)
     if setting == "auto":
-        if info.num_classes >= 2:
-            return "eval/fd_classifier"
-        return "eval/ps_rel_err" if is_spatial(info) else "eval/w1"
-    if setting not in metric_names(info):
+        ranked = [m for m in table.METRICS if m.auto > 0 and m.name in reported]
+        return min(ranked, key=lambda m: m.auto).name
+    if setting not in reported or not table.find(setting).selectable:
+        why = table.reason(table.find(setting), info)
+        offered = [n for n in reported if table.find(n).selectable]
         raise UserError(
-            f"run.best_metric={setting} is not reported for {info.path}; one of: "
-            f"{', '.join(n for n in metric_names(info) if '/class_frac/' not in n)}, auto, none"
+            f"run.best_metric={setting} is not reported for {info.path}"
+            + (f" ({why})" if why else "")
+            + f"; one of: {', '.join(offered)}, auto, none"
         )
     return setting
 
@@ -102,7 +80,7 @@ def better(name: str, new: float, best: float | None) -> bool:
     """Whether ``new`` improves on ``best`` for metric ``name`` (for run.best_metric)."""
     if best is None or not np.isfinite(best):
         return bool(np.isfinite(new))
-    return new > best if name in HIGHER_IS_BETTER else new < best
+    return new > best if table.higher_is_better(name) else new < best
 
 
 class Evaluator:
@@ -152,17 +130,22 @@ class Evaluator:
                     f"of shape {info.shape}"
                 )
             self.extractors.append(InceptionFeatures(inception_weights, device))
+        peaks = table.applies("eval/sep/peaks", info)
         self.layout = stats.Layout(
             shape=info.shape,
-            spatial=is_spatial(info),
+            spatial=table.applies("eval/ps_rel_err", info),
             features={e.name: e.dim for e in self.extractors},
             num_classes=info.num_classes if self.classifier else 0,
             kid_rows=min(KID_ROWS, n, side),
-            highlevel=tuple(features.names(info.ndim, info.kind == "field")),
+            highlevel=tuple(features.names(info.ndim, peaks)),
             rows=max(n, self.real.n),
-            field=info.kind == "field",
+            field=peaks,
             value_stats=tuple((k, float(info.stats[k])) for k in ("min", "max", "mean", "std")),
         )
+        # The table's rows these data do not meet, with the reason (the evaluation JSON's
+        # "skipped"); the layout above accumulates only what the others need.
+        run = table.Run(held_out=self.split is not None, inception=inception_weights is not None)
+        self.skipped = table.skipped(info, run)
         self.halves = self._reference()
         self.reference = self.halves[0] if self.split else stats.merge(*self.halves)
         # C2ST: samples per side, at most the smaller real side (for the floor)
@@ -329,7 +312,8 @@ class Evaluator:
             value = None
             if self.comm.rank == root:
                 a, b = (x.to(self.device) for x in sets())
-                value = two_sample.auc(a, b, self.seed, view=view)
+                periodic = self.info.symmetry.periodic  # the Laplacian wraps only these axes
+                value = two_sample.auc(a, b, self.seed, view=view, periodic=periodic)
             found.append((root, value))
         aucs = [self.comm.broadcast_object(value, root=root) for root, value in found]
         return float("nan") if any(np.isnan(aucs)) else max(aucs)

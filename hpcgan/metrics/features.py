@@ -8,10 +8,11 @@ Per sample, in physical units (docs/evaluation.md, "High-level features"):
   centre_<a>    first moment of position along axis a (pixel units, 0 .. S-1), weighted by
                 value - the data's min (so weights are >= 0)
   width_<a>     square root of the second central moment of position along axis a, same weights
-  peaks         fields only: local maxima (3^d neighbourhood, periodic) above the data's
-                mean + 1 std (stored statistics), per sample
-Axes are named z, y, x (the last two for 2-D samples). For each feature, the separation power
-of the generated vs the reference histogram (Diefenbacher et al. / CaloChallenge 2022):
+  peaks         fields in a periodic box only (hpcgan.metrics.table): local maxima (3^d
+                neighbourhood, periodic) above the data's mean + 1 std (stored statistics)
+Axes are named z, y, x (the last two for 2-D samples, x for 1-D ones). For each feature,
+the separation power of the generated vs the reference histogram (Diefenbacher et al. /
+CaloChallenge 2022):
 0.5 * sum_i (h1_i - h2_i)^2 / (h1_i + h2_i) of normalised histograms on BINS equal bins over
 the reference's range, plus one overflow bin on each side (0 = identical, 1 = disjoint).
 
@@ -33,7 +34,8 @@ AXES = ("z", "y", "x")
 
 
 def names(ndim: int, field: bool) -> list[str]:
-    """The features of samples with ``ndim`` spatial dimensions (fields add peak counts)."""
+    """The features of samples with ``ndim`` spatial dimensions; ``field``: with peak counts
+    (fields in a periodic box, hpcgan.metrics.table)."""
     axes = AXES[-ndim:] if ndim <= 3 else tuple(f"a{i}" for i in range(ndim))
     out = ["total", "max", "sparsity"]
     out += [f"centre_{a}" for a in axes] + [f"width_{a}" for a in axes]
@@ -41,7 +43,8 @@ def names(ndim: int, field: bool) -> list[str]:
 
 
 def per_sample(x: torch.Tensor, stats: dict[str, float], field: bool) -> torch.Tensor:
-    """Features [N, F] float64 (order of :func:`names`) of samples x [N, C, *S], physical."""
+    """Features [N, F] float64 (order of :func:`names`) of samples x [N, C, *S], physical;
+    ``field``: with peak counts."""
     xd = x.double()
     n, ndim = len(xd), xd.dim() - 2
     flat = xd.reshape(n, -1)

@@ -5,6 +5,7 @@ on the other half (odd positions); the ROC AUC of its scores is the metric: 0.5 
 indistinguishable to it, 1 = always told apart (docs/evaluation.md, "Classifier two-sample
 test"). It is trained twice, on two views of the samples (``VIEWS``): the samples
 themselves and their Laplacian, i.e. their small-scale structure, which the first view misses
+(wrapping around periodic axes only, so a non-periodic grid's edges never meet in a seam)
 (grf recipe: AUC 0.67 on the samples, 1.00 on their Laplacian, floors 0.50); the evaluator
 reports the larger AUC. Its noise floor is the same test between two sets of real samples.
 The network, its training and the split are fixed and seeded, so the AUC is a pure function of
@@ -29,8 +30,9 @@ WIDTHS = (16, 32, 64, 64)
 
 class TwoSampleNet(nn.Module):
     """Four stride-2 3x3 convolutions (16-64 channels) with LeakyReLU, global average pooling
-    and one logit; layers of the samples' spatial rank (hpcgan.nd). No batch norm: a score
-    must depend on its sample only."""
+    and one logit; layers of the samples' spatial rank (hpcgan.nd: 1-D vectors too). Any grid:
+    each convolution maps a side s to ceil(s / 2) >= 1 (45x16x9 -> .. -> 3x1x1) and the
+    pooling averages what is left. No batch norm: a score must depend on its sample only."""
 
     def __init__(self, channels: int, ndim: int) -> None:
         super().__init__()
@@ -54,10 +56,27 @@ def sample_count(shape: tuple[int, ...], wanted: int = SAMPLES) -> int:
 VIEWS = ("samples", "laplacian")
 
 
-def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """The discrete Laplacian of samples [N, C, *S] along every spatial axis (periodic)."""
+def laplacian(x: torch.Tensor, periodic: tuple[bool, ...] | None = None) -> torch.Tensor:
+    """The discrete Laplacian of samples [N, C, *S] along every spatial axis: the sum over
+    axes of x[i-1] + x[i+1] - 2 x[i]. On a periodic axis (``periodic[a]``; None: all) the
+    neighbours wrap around; on the others the difference is taken where both neighbours exist
+    and is 0 on the first and last cells, so the two edges never meet in a seam."""
     dims = range(2, x.dim())
-    return sum(torch.roll(x, s, d) for d in dims for s in (1, -1)) - 2 * len(dims) * x
+    periodic = (True,) * len(dims) if periodic is None else tuple(periodic)
+    return sum(n for d, p in zip(dims, periodic) for n in _neighbours(x, d, p)) - 2 * len(dims) * x
+
+
+def _neighbours(x: torch.Tensor, dim: int, periodic: bool) -> tuple[torch.Tensor, ...]:
+    """The two neighbours of every cell along ``dim``; without wrapping, an edge cell counts
+    itself twice (its second difference along ``dim`` is then 0)."""
+    if periodic:
+        return torch.roll(x, 1, dim), torch.roll(x, -1, dim)
+    size = x.shape[dim]
+    if size < 3:
+        return (2 * x,)
+    inner = x.narrow(dim, 0, size - 2) + x.narrow(dim, 2, size - 2)  # [.., size - 2, ..]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, size - 1, 1)
+    return (torch.cat([2 * first, inner, 2 * last], dim),)
 
 
 def auc(
@@ -66,10 +85,12 @@ def auc(
     seed: int = 0,
     epochs: int = EPOCHS,
     view: str = "samples",
+    periodic: tuple[bool, ...] | None = None,
 ) -> float:
     """ROC AUC of a classifier trained on the even-position samples of ``real`` and ``fake``
     ([N, C, *S] each, in the networks' coordinate: log space for positive fields) and scored on
-    the odd ones; it sees the samples or their :func:`laplacian` (``view``). Inputs are
+    the odd ones; it sees the samples or their :func:`laplacian` (``view``; wrapping around the
+    ``periodic`` axes, None: all). Inputs are
     standardised by the mean and std of the real training half. Deterministic for given sets
     and seed; NaN when a side has fewer than 4 samples."""
     if min(len(real), len(fake)) < 4:
@@ -77,7 +98,7 @@ def auc(
     device = real.device
     real, fake = real.float(), fake.float()
     if view == "laplacian":
-        real, fake = laplacian(real), laplacian(fake)
+        real, fake = laplacian(real, periodic), laplacian(fake, periodic)
     mean, std = real[0::2].mean(), real[0::2].std().clamp_min(1e-12)
     train_x = (torch.cat([real[0::2], fake[0::2]]) - mean) / std
     train_t = torch.cat([torch.zeros(len(real[0::2])), torch.ones(len(fake[0::2]))]).to(device)
