@@ -32,10 +32,20 @@ def views(volumes: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def strips(vectors: torch.Tensor) -> torch.Tensor:
+    """[N, C, L] -> [N, C, B, L]: each 1-D sample drawn as a band of B = ceil(L / 16) equal
+    rows (at least 4), so that a vector of a few hundred values reads as a barcode."""
+    band = max(4, -(-vectors.shape[-1] // 16))
+    return vectors.unsqueeze(2).expand(-1, -1, band, -1)
+
+
 def planes(images: torch.Tensor, factor: int = 1, gap: int = 1) -> torch.Tensor:
-    """[N, C, *S] -> [N, C, H', W']: 2-D samples as they are; a volume becomes one tile of
-    2 x 3 panels (:func:`views`: central slices on top, mean projections below, along D, H, W
-    from left to right), each enlarged ``factor`` times, separated by ``gap`` pixels of -1."""
+    """[N, C, *S] -> [N, C, H', W']: 2-D samples as they are; a 1-D sample becomes a band
+    (:func:`strips`); a volume becomes one tile of 2 x 3 panels (:func:`views`: central slices
+    on top, mean projections below, along D, H, W from left to right), each enlarged
+    ``factor`` times, separated by ``gap`` pixels of -1."""
+    if images.dim() == 3:
+        return strips(images)
     if images.dim() <= 4:
         return images
     while images.dim() > 5:  # more than 3 spatial axes: the middle of the extra ones
@@ -82,6 +92,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, min_tile: int = 64)
         factor = max(1, -(-min_tile // max(images.shape[-3:])))
         pixels = grid(planes(images, factor), pad=VOLUME_PAD)
     else:
+        images = planes(images)  # 1-D samples: bands
         factor = max(1, -(-min_tile // images.shape[-1]))
         if factor > 1:
             images = torch.nn.functional.interpolate(images.float(), scale_factor=factor)

@@ -255,6 +255,19 @@ def test_2d_grids_are_unchanged(tmp_path):
     assert np.array_equal(images.grid(y), images.grid(y, pad=2))
 
 
+def test_1d_samples_are_drawn_as_bands(tmp_path):
+    """A vector of L values is a band of ceil(L / 16) identical rows; the PNG holds each."""
+    x = torch.rand(4, 1, 368, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    bands = images.planes(x)
+    assert bands.shape == (4, 1, 23, 368)
+    assert torch.equal(bands[:, :, 7], x) and torch.equal(bands[:, :, 22], x)
+    pixels = images.save_grid(x, tmp_path / "v.png")
+    assert pixels.shape == (2 * (23 + 2) + 2, 2 * (368 + 2) + 2, 1)
+    expect = ((x[1, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    assert np.array_equal(pixels[2 + 5, 2 + 370 : 2 + 370 + 368, 0], expect)
+    assert (tmp_path / "v.png").stat().st_size > 0
+
+
 def test_volume_png_grid_and_tensorboard_spectrum(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
