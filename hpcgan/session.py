@@ -17,6 +17,7 @@ from torch import nn
 
 from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
+from hpcgan.condition import ConditionSpec
 from hpcgan.config import Config
 from hpcgan.data.builtin import builtin_path, prepare_builtin
 from hpcgan.data.format import DatasetInfo, read_info
@@ -141,7 +142,7 @@ class Fitted:
     plan: ShardPlan
     split: Split  # data.holdout: the held-out samples training never reads
     transform: ValueTransform
-    num_classes: int  # classes G and D are conditioned on (0: unconditional)
+    spec: ConditionSpec  # what G and D are conditioned on
     G: nn.Module
     D: nn.Module
     best_metric: str | None  # run.best_metric resolved (None: off)
@@ -157,12 +158,17 @@ def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
     split = make_split(cfg.data.holdout, info.n)
     plan = shard_plan(cfg, info, split)
     transform = make_transform(info, cfg.data.transform)
-    labelled = cfg.model.conditional or cfg.train.aux_classifier
-    num_classes = info.num_classes if labelled else 0
     torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
-    G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier)
+    G, D = build_models(cfg.model, info.shape, *model_conditions(cfg, info))
     best = best_metric_name(cfg.run.best_metric, info)
-    return Fitted(plan, split, transform, num_classes, G, D, best)
+    return Fitted(plan, split, transform, G.spec, G, D, best)
+
+
+def model_conditions(cfg: Config, info: DatasetInfo) -> tuple[ConditionSpec, bool, bool]:
+    """build_models' conditioning arguments for this dataset: what it offers to condition on,
+    whether D has an AC-GAN head and whether it has a regression head."""
+    offered = ConditionSpec(info.num_classes)
+    return offered, cfg.train.aux_classifier, cfg.train.cond_regression > 0
 
 
 @dataclass
@@ -183,6 +189,6 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     device = agree(comm, lambda: pick_device(cfg, comm))
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
-    trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
+    trainer = Trainer(cfg, comm, fit.G, fit.D, device, timer=timer)
     reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split)
     return Pieces(info, device, trainer, reader, staged)

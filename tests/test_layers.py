@@ -24,7 +24,7 @@ LAYERS = [
     ("data", {"data"}),
     ("components", {"models", "images", "preempt", "watchdog"}),
     ("metrics", {"metrics"}),
-    ("training", {"trainer"}),
+    ("training", {"trainer", "ema", "step_stats", "update"}),
     ("run", {"run_state", "session", "trained", "loop", "plain", "timing"}),
     ("commands", {"train", "sample", "evaluate", "report", "bench", "scaling"}),
 ]

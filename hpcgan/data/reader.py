@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import torch
 
+from hpcgan.condition import Condition
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import Split, file_runs
 from hpcgan.data.sharding import ShardPlan
@@ -90,15 +91,15 @@ class Prefetcher:
         self._next = first_batch
         self._pending: Future = self._pool.submit(self._load, first_batch)
 
-    def _load(self, global_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _load(self, global_batch: int) -> tuple[torch.Tensor, Condition]:
         images, labels = self.read(global_batch)
         x = torch.from_numpy(images)
         y = None if labels is None else torch.from_numpy(labels)
         if self.pin:
             x, y = x.pin_memory(), None if y is None else y.pin_memory()
-        return x, y
+        return x, Condition(labels=y)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def next(self) -> tuple[torch.Tensor, Condition]:
         batch = self._pending.result()
         self._next += 1
         self._pending = self._pool.submit(self._load, self._next)

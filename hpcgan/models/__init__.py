@@ -6,9 +6,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from hpcgan import nd
+from hpcgan.condition import ConditionSpec
 from hpcgan.config import ModelConfig
 from hpcgan.errors import UserError
-from hpcgan.models.base import Discriminator, Generator, init_normal_
+from hpcgan.models.base import NO_SPEC, Discriminator, Generator, init_normal_
 from hpcgan.models.dcgan import DCGANBody, DCGANTrunk
 from hpcgan.models.mlp import ConvTrunk, MLPBody
 from hpcgan.models.resnet import ResNetBody, ResNetTrunk
@@ -19,14 +20,19 @@ DEFAULT_DEPTH = {"mlp": 2, "dcgan": 1, "resnet": 1}
 def build_models(
     cfg: ModelConfig,
     shape: tuple[int, ...],
-    num_classes: int = 0,
+    data: ConditionSpec = NO_SPEC,
     aux_classifier: bool = False,
+    regression: bool = False,
 ) -> tuple[Generator, Discriminator]:
-    """(G, D) for samples of ``shape`` = (C, *S); ``num_classes`` > 0 when the data has labels.
+    """(G, D) for samples of ``shape`` = (C, *S); ``data``: what the dataset offers to condition
+    on (its classes, its continuous conditions).
 
     ``model.conditional`` makes G class-conditional and adds D's projection term;
     ``aux_classifier`` makes G class-conditional and adds D's AC-GAN head (with both: the
-    multi-task variant). Both need labels. Layers follow the spatial rank len(S) (hpcgan.nd).
+    multi-task variant). Both need labels. Continuous conditions in ``data`` condition both
+    (``model.condition`` says how G takes them); ``regression`` adds D's head that regresses
+    them (train.cond_regression). The models' own spec is ``G.spec``. Layers follow the
+    spatial rank len(S) (hpcgan.nd).
     """
     shape = tuple(shape)
     spatial = shape[1:]
@@ -43,11 +49,13 @@ def build_models(
             f"model.arch={cfg.arch} needs {kind} with equal power-of-two sides >= 16, "
             f"the dataset has {'x'.join(map(str, spatial))} (resize or crop it when converting)"
         )
-    if (cfg.conditional or aux_classifier) and num_classes < 2:
+    if (cfg.conditional or aux_classifier) and data.num_classes < 2:
         raise UserError(
             "model.conditional and train.aux_classifier need a dataset with /labels "
             "of at least 2 classes"
         )
+    if regression and not data.dim:
+        raise UserError("train.cond_regression needs a dataset with /conditions")
     depth = cfg.depth or DEFAULT_DEPTH[cfg.arch]
     if cfg.arch == "dcgan" and depth != 1:
         raise UserError("model.depth is fixed for dcgan (use mlp or resnet to vary it)")
@@ -58,9 +66,10 @@ def build_models(
             f"model.attention={cfg.attention} needs model.arch=resnet and a resolution from 8 "
             f"to {size // 2} (half the sample size), where G and D both have feature maps"
         )
-    classes = num_classes if (cfg.conditional or aux_classifier) else 0
-    embed = min(cfg.z_dim, 64) if classes else 0
-    z_in = cfg.z_dim + embed
+    classes = data.num_classes if (cfg.conditional or aux_classifier) else 0
+    spec = ConditionSpec(classes, data.names, data.units)
+    embed = min(cfg.z_dim, 64) if spec else 0
+    z_in = Generator.input_dim(cfg.z_dim, spec, embed, cfg.condition)
     if cfg.arch == "mlp":
         body: nn.Module = MLPBody(z_in, shape, cfg.width, depth)
         trunk: nn.Module = ConvTrunk(shape, cfg.width, ops)
@@ -70,8 +79,8 @@ def build_models(
     else:
         body = ResNetBody(z_in, shape, cfg.width, depth, cfg.norm, cfg.attention, ops)
         trunk = ResNetTrunk(shape, cfg.width, depth, cfg.attention, ops)
-    G = Generator(body, cfg.z_dim, classes, embed)
-    D = Discriminator(trunk, trunk.features, classes, cfg.conditional, aux_classifier)
+    G = Generator(body, cfg.z_dim, spec, embed, cfg.condition)
+    D = Discriminator(trunk, trunk.features, spec, cfg.conditional, aux_classifier, regression)
     init_normal_(G)
     init_normal_(D)
     if cfg.spectral_norm:
