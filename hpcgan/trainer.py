@@ -166,9 +166,7 @@ class Trainer:
         with self.timer.section("forward"):  # penalties: their double backward counts here
             loss = self.objective.d_penalties(loss, batch)
         skipped = self.update_D(loss)
-        logits = torch.stack(
-            [x.detach().float().mean() for x in (batch.logits_real, batch.logits_fake)]
-        )
+        logits = torch.stack([o.logits.detach().float().mean() for o in (out_real, out_fake)])
         return loss.detach(), skipped, logits
 
     def g_phase(
