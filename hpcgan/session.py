@@ -167,6 +167,8 @@ def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
 def model_conditions(cfg: Config, info: DatasetInfo) -> tuple[ConditionSpec, bool, bool]:
     """build_models' conditioning arguments for this dataset: what it offers to condition on,
     whether D has an AC-GAN head and whether it has a regression head."""
+    # The dataset's continuous conditions (names, units) join here once DatasetInfo reads
+    # /conditions (docs/training.md, "Continuous conditions").
     offered = ConditionSpec(info.num_classes)
     return offered, cfg.train.aux_classifier, cfg.train.cond_regression > 0
 
