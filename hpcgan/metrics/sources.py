@@ -110,12 +110,12 @@ def generate(G: nn.Module, z_dim: int, seed: int, block: int, size: int = BLOCK)
     where G is a :func:`for_inference` copy of the generator."""
     p = next(G.parameters())
     z = latents(seed, block, z_dim, size).to(p.device, p.dtype)
-    classes = G.spec.num_classes
+    classes = getattr(G, "num_classes", 0)
     y = (torch.arange(size, device=p.device) + block * BLOCK) % classes if classes else None
-    cond = Condition(labels=y)
     out = []
     for i in range(0, size, CHUNK):
-        x = G(z[i : i + CHUNK], cond[i : i + CHUNK])
+        zc = z[i : i + CHUNK]
+        x = G(zc, Condition(labels=y[i : i + CHUNK])) if y is not None else G(zc)
         out.append(x.float().contiguous())
     return torch.cat(out)
 
