@@ -16,6 +16,7 @@ import torch
 
 from hpcgan import nd
 from hpcgan.comm.base import SingleProcess
+from hpcgan.condition import Condition
 from hpcgan.config import load_config
 from hpcgan.models import build_models
 from hpcgan.plain import plain_loop, timed
@@ -71,7 +72,7 @@ def main() -> None:
         plain_step(real)
 
     def ours():
-        trainer.step(next(steps), [(real, None)])
+        trainer.step(next(steps), [(real, Condition())])
 
     for step in (plain, ours):  # warm-up (and compilation)
         timed(step, 10, device)

@@ -117,6 +117,14 @@ class ModelConfig:
     conditional: bool = option(
         False, "class-conditional G and projection D (the dataset needs /labels)"
     )
+    condition: str = option(
+        "concat",
+        "how G takes the dataset's continuous conditions (/conditions): concat (an embedding "
+        "of them concatenated to z) or film (a scale and shift of G's input vector made from "
+        "them); D always adds the projection of their embedding; none ignores /conditions "
+        "(an unconditional model of the data)",
+        choices=("concat", "film", "none"),
+    )
 
 
 @dataclass
@@ -154,6 +162,19 @@ class TrainConfig:
     )
     aux_weight: float = option(
         1.0, "weight of the auxiliary classification loss", range=NON_NEGATIVE
+    )
+    cond_regression: float = option(
+        0.0,
+        "weight of D's regression of the continuous conditions (MSE on real samples) and of "
+        "G's reward when D's regression on its samples matches their conditions (3DGAN's "
+        "energy head; needs /conditions; 0 = off)",
+        range=NON_NEGATIVE,
+    )
+    total_weight: float = option(
+        0.0,
+        "weight of a G loss matching how the log total of a sample follows its continuous "
+        "conditions, generated vs real (3DGAN's ECAL-sum term; needs /conditions; 0 = off)",
+        range=NON_NEGATIVE,
     )
     ema_halflife_images: float = option(
         10000.0,

@@ -5,8 +5,10 @@ its logits on generated ones; :data:`LOSSES` maps each ``train.loss`` name to on
 is one class and one entry; hpcgan.config offers the names as the key's choices, and
 :func:`get_loss` refuses any other). Penalties and extra losses are :class:`Term` objects that
 :func:`build` picks from the config: the auxiliary classifier (AC-GAN) and the spectral term
-are computed with the adversarial loss under autocast; the gradient penalty, lazy R1 and the
-weight penalties after it, in full precision. The Trainer adds them in that fixed order.
+are computed with the adversarial loss under autocast; the gradient penalty, lazy R1, the
+weight penalties and the total-response term after it, in full precision. The physics terms
+on continuous conditions (the condition regression and the total response) are documented in
+docs/training.md, "Physics terms". The Trainer adds them in that fixed order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcgan import nd, spectrum
+from hpcgan.condition import Condition, ConditionSpec
 from hpcgan.errors import UserError
 
 if TYPE_CHECKING:
@@ -141,6 +144,35 @@ def spectral_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (spectrum.radial_power(fake).clamp_min(eps).log() - target).square().mean()
 
 
+def log_total(x: torch.Tensor) -> torch.Tensor:
+    """log of a sample's total [n] in the space G outputs: values in [-1, 1] mapped to [0, 1]
+    (a deposit that is 0 at the floor) and summed over channels and positions."""
+    deposit = (x.float() + 1) / 2
+    return deposit.sum(dim=nd.non_batch_dims(x)).clamp_min(1e-6).log()
+
+
+def response(total: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How ``total`` [n] follows ``values`` [n, K]: the coefficients [K + 1] of its ridge
+    regression on (1, values) and the spread (standard deviation) of its residuals."""
+    A = torch.cat([torch.ones_like(total)[:, None], values.float()], dim=1)  # [n, K + 1]
+    ridge = 1e-3 * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
+    beta = torch.linalg.solve(A.T @ A + ridge, A.T @ total)
+    spread = (total - A @ beta).square().mean().add(1e-12).sqrt()
+    return beta, spread
+
+
+def total_response_loss(
+    fake: torch.Tensor, real: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Squared differences of the response of the log total to the conditions (mean line and
+    spread around it) between a generated batch and the real batch whose conditions it was
+    made at (docs/training.md, "Physics terms")."""
+    beta_f, spread_f = response(log_total(fake), values)
+    with torch.no_grad():
+        beta_r, spread_r = response(log_total(real), values)
+    return (beta_f - beta_r).square().sum() + (spread_f - spread_r).square()
+
+
 def weight_penalty(module: nn.Module, l1: float, l2: float) -> torch.Tensor:
     """l1 * sum|w| + l2 * sum w^2 over weight matrices and kernels (not biases or norms)."""
     weights = [p for p in module.parameters() if p.dim() > 1]
@@ -156,15 +188,16 @@ class DBatch:
 
     key: int  # global batch index
     real: torch.Tensor  # [n, C, *S]
-    y_real: torch.Tensor | None  # [n]
+    cond_real: Condition  # labels [n], values [n, K]: the real samples'
     fake: torch.Tensor  # [n, C, *S], detached
-    y_fake: torch.Tensor | None
+    cond_fake: Condition  # those G was given
     logits_real: torch.Tensor  # [n]
     logits_fake: torch.Tensor
-    aux_real: torch.Tensor | None  # [n, K] class logits of the AC-GAN head
+    aux_real: torch.Tensor | None  # [n, classes] class logits of the AC-GAN head
     aux_fake: torch.Tensor | None
+    values_real: torch.Tensor | None  # [n, K] D's regression of the conditions
     module: nn.Module  # D itself (eager): weight penalties
-    critic: Callable[[torch.Tensor], torch.Tensor]  # samples -> eager D's logits on y_real
+    critic: Callable[[torch.Tensor], torch.Tensor]  # samples -> eager D's logits on cond_real
     uniform: Callable[[], torch.Tensor]  # [n] uniform numbers of this batch for penalties
 
 
@@ -173,10 +206,11 @@ class GBatch:
     """What G's terms see of one generator update."""
 
     fake: torch.Tensor  # [n, C, *S]
-    y_fake: torch.Tensor | None
+    cond_fake: Condition  # the real batch's values (and drawn classes)
     real: torch.Tensor  # [n, C, *S] the last D update's real batch
     logits: torch.Tensor  # [n] D's logits on fake
-    aux: torch.Tensor | None  # [n, K]
+    aux: torch.Tensor | None  # [n, classes]
+    values: torch.Tensor | None  # [n, K] D's regression of the conditions on fake
     module: nn.Module  # G: weight penalties
 
 
@@ -205,12 +239,12 @@ class AuxClassifier(Term):
 
     def d(self, b: DBatch) -> torch.Tensor:
         return self.weight * (
-            F.cross_entropy(b.aux_real.float(), b.y_real)
-            + F.cross_entropy(b.aux_fake.float(), b.y_fake)
+            F.cross_entropy(b.aux_real.float(), b.cond_real.labels)
+            + F.cross_entropy(b.aux_fake.float(), b.cond_fake.labels)
         )
 
     def g(self, b: GBatch) -> torch.Tensor:
-        return self.weight * F.cross_entropy(b.aux.float(), b.y_fake)
+        return self.weight * F.cross_entropy(b.aux.float(), b.cond_fake.labels)
 
 
 class Spectral(Term):
@@ -221,6 +255,33 @@ class Spectral(Term):
 
     def g(self, b: GBatch) -> torch.Tensor:
         return self.weight * spectral_loss(b.fake, b.real)
+
+
+class ConditionRegression(Term):
+    """3DGAN's energy head: D regresses the encoded conditions of real samples (MSE); G is
+    rewarded when D's regression on its samples matches the conditions it was given."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def d(self, b: DBatch) -> torch.Tensor:
+        return self.weight * F.mse_loss(b.values_real.float(), b.cond_real.values.float())
+
+    def g(self, b: GBatch) -> torch.Tensor:
+        return self.weight * F.mse_loss(b.values.float(), b.cond_fake.values.float())
+
+
+class TotalResponse(Term):
+    """3DGAN's ECAL-sum term: G matches how a sample's log total follows its conditions
+    (:func:`total_response_loss`)."""
+
+    autocast = False  # a small linear solve, in full precision
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def g(self, b: GBatch) -> torch.Tensor:
+        return self.weight * total_response_loss(b.fake, b.real, b.cond_fake.values)
 
 
 class GradientPenalty(Term):
@@ -306,12 +367,21 @@ class Objective:
         return self._add(loss, "g", b, autocast=False)
 
 
-def build(t: TrainConfig) -> Objective:
-    """The objective that the ``train.*`` keys describe; an unknown loss is a UserError."""
+def build(t: TrainConfig, spec: ConditionSpec | None = None) -> Objective:
+    """The objective that the ``train.*`` keys describe for models conditioned on ``spec``;
+    an unknown loss, or a term on continuous conditions that the models lack, is a UserError."""
     loss = get_loss(t.loss)
     terms: list[Term] = []
     if t.aux_classifier:
         terms.append(AuxClassifier(t.aux_weight))
+    if (t.cond_regression > 0 or t.total_weight > 0) and not (spec and spec.dim):
+        raise UserError(
+            "train.cond_regression and train.total_weight need a dataset with /conditions"
+        )
+    if t.cond_regression > 0:
+        terms.append(ConditionRegression(t.cond_regression))
+    if t.total_weight > 0:
+        terms.append(TotalResponse(t.total_weight))
     if t.spectral_weight > 0:
         terms.append(Spectral(t.spectral_weight))
     if loss.gradient_penalty:

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcgan.comm.base import Comm
+from hpcgan.condition import Condition
 from hpcgan.config import Config
 from hpcgan.models import build_models
-from hpcgan.session import Pieces
+from hpcgan.models.base import NO_CONDITION
+from hpcgan.session import Pieces, model_options
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,19 +36,19 @@ def plain_loop(
             return contextlib.nullcontext()
         return torch.autocast(next(G.parameters()).device.type, dtype=_AUTOCAST[precision])
 
-    def step(real: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def step(real: torch.Tensor, cond: Condition = NO_CONDITION) -> None:
         for i in range(d_steps):
             z = torch.randn(real.shape[0], z_dim, device=real.device, dtype=dtype)
             with cast():
                 with torch.set_grad_enabled(i == d_steps - 1):  # G's update uses the last
-                    fake = G(z, y)
-                real_loss = F.softplus(-D(real, y)[0]).mean()
-                loss_d = real_loss + F.softplus(D(fake.detach(), y)[0]).mean()
+                    fake = G(z, cond)
+                real_loss = F.softplus(-D(real, cond)[0]).mean()
+                loss_d = real_loss + F.softplus(D(fake.detach(), cond)[0]).mean()
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
         with cast():
-            loss_g = F.softplus(-D(fake, y)[0]).mean()
+            loss_g = F.softplus(-D(fake, cond)[0]).mean()
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
@@ -71,12 +73,12 @@ def make_plain(cfg: Config, pieces: Pieces, comm: Comm) -> Callable[[], None]:
     t, info, device = cfg.train, pieces.info, pieces.device
     trainer = pieces.trainer
     torch.manual_seed(t.seed)
-    G, D = build_models(cfg.model, info.shape, trainer.num_classes, t.aux_classifier, info.symmetry)
+    G, D = build_models(cfg.model, info.shape, **model_options(cfg, info))
     G, D = (m.to(device=device, dtype=trainer.dtype) for m in (G, D))
     n = t.batch_size // comm.size
     real = torch.rand(n, *info.shape, device=device, dtype=trainer.dtype) * 2 - 1  # [n, C, *S]
-    y = None
-    if trainer.num_classes:
-        y = torch.randint(trainer.num_classes, (n,), device=device)
+    spec = trainer.spec
+    labels = torch.randint(spec.num_classes, (n,), device=device) if spec.num_classes else None
+    values = torch.randn(n, spec.dim, device=device, dtype=trainer.dtype) if spec.dim else None
     step = plain_loop(G, D, cfg.model.z_dim, t.precision, t.d_steps)
-    return lambda: step(real, y)
+    return lambda: step(real, Condition(labels, values))

@@ -239,7 +239,8 @@ def check_fits(ckpt: Checkpoint, path: Path, cfg: Config, info: DatasetInfo) -> 
             f"holds out {held} (data.holdout={cfg.data.holdout}): another split would train on "
             f"held-out samples; use data.holdout={saved_setting} or another run.dir"
         )
-    saved_model = ckpt.config["model"]
+    # A model key added after the run was saved had its default's behaviour then.
+    saved_model = {**dataclasses.asdict(ModelConfig()), **ckpt.config["model"]}
     current = dataclasses.asdict(cfg.model)
     added = dataclasses.asdict(ModelConfig())  # keys newer than the checkpoint: their defaults
     changed = [k for k in current if saved_model.get(k, added[k]) != current[k]]

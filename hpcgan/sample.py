@@ -42,7 +42,7 @@ def write(run: LoadedRun, y: torch.Tensor, out: Path, seed: int) -> None:
         images.save_grid(y, out)
     else:
         source = f"hpcgan.sample {run.checkpoint} step={run.step} seed={seed}"
-        classes = getattr(run.G, "num_classes", 0)  # a conditional G made sample i of class i % K
+        classes = run.G.spec.num_classes  # a conditional G made sample i of class i % K
         labels = np.arange(len(y)) % classes if classes else None
         write_dataset(out, physical(run, y), labels, kind=run.info.kind, source=source)
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
+from hpcgan.condition import ConditionSpec
 from hpcgan.config import Config
 from hpcgan.data.builtin import builtin_path, prepare_builtin
 from hpcgan.data.format import DatasetInfo, read_info
@@ -141,7 +142,7 @@ class Fitted:
     plan: ShardPlan
     split: Split  # data.holdout: the held-out samples training never reads
     transform: ValueTransform
-    num_classes: int  # classes G and D are conditioned on (0: unconditional)
+    spec: ConditionSpec  # what G and D are conditioned on
     G: nn.Module
     D: nn.Module
     best_metric: str | None  # run.best_metric resolved (None: off)
@@ -157,12 +158,25 @@ def fit_to_data(cfg: Config, info: DatasetInfo) -> Fitted:
     split = make_split(cfg.data.holdout, info.n)
     plan = shard_plan(cfg, info, split)
     transform = make_transform(info, cfg.data.transform)
-    labelled = cfg.model.conditional or cfg.train.aux_classifier
-    num_classes = info.num_classes if labelled else 0
     torch.manual_seed(cfg.train.seed)  # initial weights (rank 0's are broadcast to all)
-    G, D = build_models(cfg.model, info.shape, num_classes, cfg.train.aux_classifier, info.symmetry)
+    G, D = build_models(cfg.model, info.shape, **model_options(cfg, info))
     best = best_metric_name(cfg.run.best_metric, info)
-    return Fitted(plan, split, transform, num_classes, G, D, best)
+    return Fitted(plan, split, transform, G.spec, G, D, best)
+
+
+def model_options(cfg: Config, info: DatasetInfo) -> dict:
+    """build_models' data-dependent arguments for this dataset: what it offers to condition on
+    (classes; the /conditions columns unless model.condition=none), whether D has an AC-GAN
+    head and a regression head, and the data's symmetry (periodic axes for padding)."""
+    names, units = info.condition_names, info.condition_units
+    if cfg.model.condition == "none":
+        names, units = (), ()
+    return dict(
+        data=ConditionSpec(info.num_classes, names, units),
+        aux_classifier=cfg.train.aux_classifier,
+        regression=cfg.train.cond_regression > 0,
+        symmetry=info.symmetry,
+    )
 
 
 @dataclass
@@ -183,7 +197,7 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     device = agree(comm, lambda: pick_device(cfg, comm))
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
-    trainer = Trainer(cfg, comm, fit.G, fit.D, device, fit.num_classes, timer=timer)
+    trainer = Trainer(cfg, comm, fit.G, fit.D, device, timer=timer)
     conditions = agree(comm, lambda: make_condition_transform(info, cfg.data.condition_transform))
     reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split, conditions)
     return Pieces(info, device, trainer, reader, staged)

@@ -20,6 +20,7 @@ from hpcgan.data.transforms import ValueTransform, make_transform
 from hpcgan.errors import ArgumentParser, UserError
 from hpcgan.metrics import sources
 from hpcgan.models import build_models
+from hpcgan.session import model_options
 
 
 @dataclass
@@ -54,9 +55,7 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
         hint = "" if data else "; pass the training data with --data FILE.h5"
         raise UserError(f"dataset of {path}: {e}{hint}") from None
     transform = make_transform(info, cfg.data.transform)
-    G, _ = build_models(
-        cfg.model, info.shape, info.num_classes, cfg.train.aux_classifier, info.symmetry
-    )
+    G, _ = build_models(cfg.model, info.shape, **model_options(cfg, info))
     run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
     G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
     split = make_split(ckpt.config["data"].get("holdout", "0"), info.n)

@@ -1,62 +1,32 @@
-"""G and D replicas, their optimizers, and one training step in explicit D and G phases; each
-phase asks the objective (hpcgan.objectives, built from train.*) for its loss."""
+"""G and D replicas and one training step in explicit D and G phases; each phase asks the
+objective (hpcgan.objectives, built from train.*) for its loss. The pieces with a job of their
+own live beside it: each network's update (hpcgan.update), G's moving average and the sampler
+(hpcgan.ema), the step statistics (hpcgan.step_stats)."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
-import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from hpcgan import nd, objectives
 from hpcgan.comm.base import Comm
-from hpcgan.config import Config, TrainConfig
+from hpcgan.condition import Condition
+from hpcgan.config import Config
+from hpcgan.ema import EMA
+from hpcgan.models.base import DOutput
 from hpcgan.profile import NoTimer
-from hpcgan.rng import (
-    STREAM_FIXED,
-    STREAM_GP,
-    STREAM_LABEL,
-    STREAM_LATENT,
-    STREAM_STANDING,
-    draw,
-)
+from hpcgan.rng import STREAM_GP, STREAM_LABEL, STREAM_LATENT, draw
+from hpcgan.step_stats import StepStats
+from hpcgan.update import NetUpdate, batch_lr_factor
 
 # Parameter dtype per train.precision; bf16 and fp16 keep fp32 weights and autocast the math.
 _DTYPES = {"fp64": torch.float64}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Batches of latents from which the sampler's batch-norm statistics are recomputed before use.
-STANDING_BATCHES = 8
-
-STAT_NAMES = ("loss/D", "loss/G", "D/real_logit", "D/fake_logit", "steps/skipped_nonfinite")
-
-
-def make_optimizer(t: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=lr, momentum=t.momentum)
-    # Fused: one kernel for all parameters, and it skips a step on a flag that stays on the
-    # device (no host synchronisation to decide a skip).
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(t.beta1, t.beta2), fused=True)
-
-
-def batch_lr_factor(t: TrainConfig) -> float:
-    """train.lr_scaling: learning rates relative to the reference batch train.ref_batch."""
-    ratio = t.batch_size / t.ref_batch
-    return {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[t.lr_scaling]
-
-
-def nonfinite_flag(params: list[nn.Parameter]) -> torch.Tensor:
-    """0-dim float32 on the gradients' device: 1 if any gradient element is inf or nan, else 0.
-    The sum of |grad| in float64 is finite iff every element is (and cannot overflow)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = torch.stack([g.abs().sum(dtype=torch.float64) for g in grads]).sum()
-    return (~total.isfinite()).float()
 
 
 def memory_format(D: nn.Module) -> torch.memory_format:
@@ -67,7 +37,8 @@ def memory_format(D: nn.Module) -> torch.memory_format:
 
 
 class Trainer:
-    """G and D replicas, their optimizers, G's moving average, and the step that updates them."""
+    """G and D replicas, their updates, G's moving average, and the step that updates them.
+    What G and D are conditioned on is ``G.spec`` (hpcgan.models.build_models)."""
 
     def __init__(
         self,
@@ -76,49 +47,39 @@ class Trainer:
         G: nn.Module,
         D: nn.Module,
         device: torch.device,
-        num_classes: int = 0,
         timer: NoTimer | None = None,
     ):
         self.cfg, self.comm, self.device = cfg, comm, device
         t = cfg.train
-        self.objective = objectives.build(t)  # an unknown train.loss stops here, before a step
+        self.spec = G.spec
+        # An unknown train.loss, or a term the models cannot serve, stops here, before a step.
+        self.objective = objectives.build(t, self.spec)
         self.timer = timer or NoTimer()  # hpcgan.bench passes a StepTimer
-        self.num_classes = num_classes
         self.dtype = _DTYPES.get(t.precision, torch.float32)
         self._memory = memory_format(D) if t.channels_last else torch.contiguous_format
         self.G = G.to(device=device, dtype=self.dtype, memory_format=self._memory)
         self.D = D.to(device=device, dtype=self.dtype, memory_format=self._memory)
         comm.broadcast_module(self.G)  # all ranks start from rank 0's parameters
         comm.broadcast_module(self.D)
-        self.G_ema = None  # copied before the engine attaches gradient buffers and hooks to G
-        if t.ema_halflife_images > 0:
-            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self._autocast_dtype = _AUTOCAST.get(t.precision)
+        # Copied before the engine attaches gradient buffers and hooks to G.
+        self.ema = EMA(self.G, t, self.dtype, self._autocast)
         # Both optimizers are created while every parameter requires grad (Horovod hooks).
-        self.opt_G = comm.wrap_optimizer(make_optimizer(t, self.G, t.lr_g), self.G, "G")
-        self.opt_D = comm.wrap_optimizer(make_optimizer(t, self.D, t.lr_d), self.D, "D")
-        # fp16: one loss scaler per network. Engines that fold 1/N into the loss
-        # (backward_scale) start their scale N times higher, so that every rank's fp16
-        # gradients have the magnitudes they would have under Horovod.
-        fp16 = t.precision == "fp16"
-        self._summed = round(1.0 / comm.backward_scale)  # N for the flat engines, else 1
-        self.scaler_G, self.scaler_D = (
-            torch.amp.GradScaler(device.type, init_scale=2.0**16 * self._summed) if fp16 else None
-            for _ in range(2)
-        )
+        self.update_G = NetUpdate(t, comm, self.G, t.lr_g, "G", self.timer)
+        self.update_D = NetUpdate(t, comm, self.D, t.lr_d, "D", self.timer)
+        self.opt_G, self.opt_D = self.update_G.opt, self.update_D.opt
+        self.scaler_G, self.scaler_D = self.update_G.scaler, self.update_D.scaler
         self.G_run = torch.compile(self.G) if t.compile else self.G
         self.D_run = torch.compile(self.D) if t.compile else self.D
-        self._autocast_dtype = _AUTOCAST.get(t.precision)
-        self._stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device)
-        self._stat_steps = 0
-        # Skipped steps, counted on the device: the current run of consecutive ones, and the
-        # longest since bad_run() last read it.
-        self._streak = torch.zeros((), device=device)
-        self._worst = torch.zeros((), device=device)
+        self.stats = StepStats(device)
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global real images shown to D (d_steps batches per step)
-        self._standing_at = -1  # images_seen when the sampler's statistics were recomputed
 
-    # -- random numbers -------------------------------------------------------------------
+    @property
+    def G_ema(self) -> nn.Module | None:
+        return self.ema.G_ema
+
+    # -- random numbers and conditions ----------------------------------------------------
 
     def _local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a global-batch tensor."""
@@ -132,11 +93,23 @@ class Trainer:
 
     def fake_labels(self, key: int) -> torch.Tensor | None:
         """Uniformly drawn classes for the generated half of batch ``key`` (conditional runs)."""
-        if not self.num_classes:
+        classes = self.spec.num_classes
+        if not classes:
             return None
         shape = (self.cfg.train.batch_size,)
         u = draw(self.cfg.train.seed, key, STREAM_LABEL, shape, "uniform", self.device)
-        return self._local((u * self.num_classes).long().clamp_max(self.num_classes - 1))
+        return self._local((u * classes).long().clamp_max(classes - 1))
+
+    def real_condition(self, cond: Condition) -> Condition:
+        """What the models are conditioned on of a real batch's conditions, on the device."""
+        labels = cond.labels if self.spec.num_classes else None
+        values = cond.values if self.spec.dim else None
+        return Condition(labels, values).to(self.device, self.dtype)
+
+    def fake_condition(self, key: int, real: Condition) -> Condition:
+        """The generated half's conditions: drawn classes, and the real batch's continuous
+        values (the data's joint distribution of them, as 3DGAN draws)."""
+        return Condition(self.fake_labels(key), real.values)
 
     @property
     def z_dim(self) -> int:
@@ -149,53 +122,19 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
-    def _update(
-        self,
-        loss: torch.Tensor,
-        opt: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None,
-        module: nn.Module,
-    ) -> torch.Tensor:
-        """Backward, average gradients across ranks, clip, then step without communicating.
-
-        Returns a 0-dim flag on the device, 1 when the step was skipped because the averaged
-        gradients are not finite. The average is bitwise the same on every rank, so every rank
-        skips the same steps without exchanging a flag (and an fp16 overflow on one rank is an
-        overflow on all). With Adam the skip is decided on the device (no host sync), except
-        under Horovod in fp16: its rebuilt optimizer is not fused, so GradScaler reads its flag.
-        """
-        self.comm.zero_grad(opt)
-        with self.timer.section("backward"):
-            scaled = scaler.scale(loss) if scaler else loss
-            if self.comm.backward_scale != 1.0:  # engines that sum: the sum is the average
-                scaled = scaled * self.comm.backward_scale
-            scaled.backward()
-        with self.timer.section("grad_average"):
-            self.comm.synchronize(opt)  # sync point: gradients are the global-batch average now
-        with self.timer.section("optimizer"):
-            if scaler is not None:
-                scaler.unscale_(opt)
-            params = list(module.parameters())
-            skipped = nonfinite_flag(params)
-            if self.cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
-            if scaler is not None:  # it passes its own overflow flag (the same) to the step
-                self.comm.step(opt, lambda: scaler.step(opt))
-                scaler.update()  # on overflow: the loss scale is lowered here
-            elif all(group.get("fused") for group in opt.param_groups):
-                opt.found_inf = skipped  # fused Adam leaves everything as it was if set
-                self.comm.step(opt, opt.step)
-            elif not skipped.item():  # SGD: decided on the host
-                self.comm.step(opt, opt.step)
-        return skipped
+    def run_D(self, x: torch.Tensor, cond: Condition, eager: bool = False) -> DOutput:
+        """Every evaluation of D goes through here. ``eager``: the uncompiled module, for
+        penalties that differentiate D's input gradients (double backward, which a compiled D
+        (AOTAutograd) does not support)."""
+        return (self.D if eager else self.D_run)(x, cond)
 
     def d_phase(
         self,
         key: int,
         real: torch.Tensor,
-        y_real: torch.Tensor | None,
+        cond_real: Condition,
         fake: torch.Tensor,
-        y_fake: torch.Tensor | None,
+        cond_fake: Condition,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One discriminator update on batch ``key``: real [n, C, *S] vs detached fakes.
         Returns the loss, the skip flag and the mean real and fake logits [2]."""
@@ -203,24 +142,22 @@ class Trainer:
         input_grad = self.objective.input_grad(key)  # lazy R1 on this batch
         if input_grad:
             real = real.detach().requires_grad_(True)
-        # Penalties differentiate D's input gradients (double backward), which a compiled D
-        # (AOTAutograd) does not support: they go through the eager module.
-        D_real = self.D if input_grad else self.D_run
         with self.timer.section("forward"), self._autocast():
-            logits_real, aux_real = D_real(real, y_real)
-            logits_fake, aux_fake = self.D_run(fake, y_fake)
+            out_real = self.run_D(real, cond_real, eager=input_grad)
+            out_fake = self.run_D(fake, cond_fake)
             batch = objectives.DBatch(
                 key,
                 real,
-                y_real,
+                cond_real,
                 fake,
-                y_fake,
-                logits_real,
-                logits_fake,
-                aux_real,
-                aux_fake,
+                cond_fake,
+                out_real.logits,
+                out_fake.logits,
+                out_real.classes,
+                out_fake.classes,
+                out_real.values,
                 module=self.D,
-                critic=lambda x: self.D(x, y_real)[0],
+                critic=lambda x: self.run_D(x, cond_real, eager=True).logits,
                 uniform=lambda: self._local(
                     draw(t.seed, key, STREAM_GP, (t.batch_size,), "uniform", self.device)
                 ),
@@ -228,22 +165,24 @@ class Trainer:
             loss = self.objective.d_loss(batch)
         with self.timer.section("forward"):  # penalties: their double backward counts here
             loss = self.objective.d_penalties(loss, batch)
-        skipped = self._update(loss, self.opt_D, self.scaler_D, self.D)
-        logits = torch.stack([x.detach().float().mean() for x in (logits_real, logits_fake)])
+        skipped = self.update_D(loss)
+        logits = torch.stack([o.logits.detach().float().mean() for o in (out_real, out_fake)])
         return loss.detach(), skipped, logits
 
     def g_phase(
-        self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor
+        self, fake: torch.Tensor, cond_fake: Condition, real: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One generator update on the last D update's fakes [n, C, *S] (with their graph)."""
         self.D.requires_grad_(False)  # D's gradients must not be computed (nor reduced) here
         try:
             with self.timer.section("forward"), self._autocast():
-                logits, aux = self.D_run(fake, y_fake)
-                batch = objectives.GBatch(fake, y_fake, real, logits, aux, self.G)
+                out = self.run_D(fake, cond_fake)
+                batch = objectives.GBatch(
+                    fake, cond_fake, real, out.logits, out.classes, out.values, self.G
+                )
                 loss = self.objective.g_loss(batch)
             loss = self.objective.g_penalties(loss, batch)
-            skipped = self._update(loss, self.opt_G, self.scaler_G, self.G)
+            skipped = self.update_G(loss)
         finally:
             self.D.requires_grad_(True)
         return loss.detach(), skipped
@@ -252,139 +191,60 @@ class Trainer:
         t = self.cfg.train
         warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         factor = batch_lr_factor(t) * warm * self.lr_scale
-        for opt, lr in ((self.opt_G, t.lr_g), (self.opt_D, t.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * factor
+        self.update_G.set_lr(t.lr_g * factor)
+        self.update_D.set_lr(t.lr_d * factor)
 
-    def step(self, step: int, batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+    def _sample_values(self, values: torch.Tensor) -> None:
+        """Once, at the first step: rank 0's first real continuous conditions become those
+        that samples are made at, on every rank (a collective)."""
+        rank0 = self.comm.broadcast_object(values.detach().cpu())
+        self.ema.set_values(rank0)
+
+    def step(self, step: int, batches: list[tuple[torch.Tensor, Condition]]) -> None:
         """Generator step ``step``: ``train.d_steps`` D updates, one on each of this rank's
-        slices ``(real [n, C, *S], labels [n] or None)`` of the next global batches, then one
+        slices ``(real [n, C, *S], its Condition)`` of the next global batches, then one
         G update on the last D update's fakes."""
         t = self.cfg.train
         self._set_learning_rates(step)
         skipped = torch.zeros((), device=self.device)
         logits = torch.zeros(2, device=self.device)  # sums over the D updates
-        for j, (real, y_real) in enumerate(batches):
+        for j, (real, cond) in enumerate(batches):
             key = step * t.d_steps + j  # global batch index: latents, labels, GP draws
             real = real.to(self.device, self.dtype, non_blocking=True)
             real = real.contiguous(memory_format=self._memory)
-            y_real = (
-                None
-                if y_real is None or not self.num_classes
-                else y_real.to(self.device, non_blocking=True)
-            )
-            y_fake = self.fake_labels(key)
+            cond_real = self.real_condition(cond)
+            if cond_real.values is not None and self.ema.values is None:
+                self._sample_values(cond_real.values)
+            cond_fake = self.fake_condition(key, cond_real)
             last = j == len(batches) - 1
             with self.timer.section("forward"), self._autocast(), torch.set_grad_enabled(last):
-                fake = self.G_run(self.latents(key), y_fake)  # [n, C, *S]; last one kept for G
-            loss_d, d_skipped, d_logits = self.d_phase(key, real, y_real, fake.detach(), y_fake)
+                fake = self.G_run(self.latents(key), cond_fake)  # [n, C, *S]; last kept for G
+            loss_d, d_skipped, d_logits = self.d_phase(
+                key, real, cond_real, fake.detach(), cond_fake
+            )
             skipped = torch.maximum(skipped, d_skipped)
             logits += d_logits
             self.images_seen += t.batch_size
-        loss_g, g_skipped = self.g_phase(fake, y_fake, real)
-        self._update_ema(1.0 - g_skipped)
+        loss_g, g_skipped = self.g_phase(fake, cond_fake, real)
+        self.ema.update(1.0 - g_skipped, self.images_seen)
         skipped = torch.maximum(skipped, g_skipped)
-        self._streak.add_(1).mul_(skipped)  # consecutive skipped steps, reset by a good one
-        torch.maximum(self._worst, self._streak, out=self._worst)
-        # A skipped step's losses are inf/nan: keep them out of the means.
-        zero = torch.zeros((), device=self.device)
-        self._stats[0] += torch.where(skipped > 0, zero, loss_d.float())
-        self._stats[1] += torch.where(skipped > 0, zero, loss_g.float())
-        self._stats[2:4] += torch.where(skipped > 0, zero, logits / t.d_steps)
-        self._stats[4] += skipped
-        self._stat_steps += 1
+        self.stats.add(loss_d, loss_g, logits / t.d_steps, skipped)
 
     def bad_run(self) -> int:
-        """The longest run of consecutive skipped steps that reached into the steps since the
-        last call (one host read: the loop asks at log and checkpoint steps, not every step)."""
-        worst = int(self._worst.item())
-        self._worst.copy_(self._streak)
-        return worst
-
-    @torch.no_grad()
-    def _update_ema(self, apply: torch.Tensor) -> None:
-        """G_ema <- beta G_ema + (1 - beta) G, beta from a half-life in images (not steps),
-        so it means the same at any batch size or world size; ramped up early on. Images count
-        one global batch per G step, whatever train.d_steps is. ``apply`` (0-dim, 0 or 1 on the
-        device) is 0 after a skipped G step: then G_ema stays."""
-        if self.G_ema is None:
-            return
-        t = self.cfg.train
-        halflife = t.ema_halflife_images
-        if t.ema_rampup > 0:
-            halflife = min(halflife, self.images_seen / t.d_steps * t.ema_rampup)
-        beta = 0.5 ** (t.batch_size / max(halflife, 1e-8))
-        weight = (apply * (1 - beta)).to(self.dtype)
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p, weight)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        """The longest run of consecutive skipped steps since the last call (StepStats)."""
+        return self.stats.bad_run()
 
     def pop_stats(self) -> dict[str, float]:
-        """Means since the last call, averaged over ranks (one small reduction per interval)."""
-        local = np.append(self._stats.cpu().numpy(), self._stat_steps)
-        total = self.comm.allreduce_sum(local)
-        self._stats.zero_()
-        self._stat_steps = 0
-        count = max(total[-1], 1.0)
-        good = max(count - total[4], 1.0)
-        # Means over the steps that were not skipped (a skipped step's numbers are inf/nan).
-        stats = {k: float(v / good) for k, v in zip(STAT_NAMES[:4], total[:4])}
-        stats["steps/skipped_nonfinite"] = int(total[4] / self.comm.size)
-        return stats
+        """Means since the last call, averaged over ranks (a collective)."""
+        return self.stats.pop(self.comm)
 
     def sampler(self) -> nn.Module:
-        """The generator for samples, evaluation and checkpoints: G_ema (else G) with
-        batch-norm statistics of its own weights, the same on every rank."""
-        G = self.G if self.G_ema is None else self.G_ema
-        if self._standing_at != self.images_seen:
-            self._standing_stats(G)
-            self._standing_at = self.images_seen
-        return G
+        """G_ema (else G) with its own batch-norm statistics, the same on every rank."""
+        return self.ema.sampler(self.images_seen)
 
-    @torch.no_grad()
-    def _standing_stats(self, G: nn.Module) -> None:
-        """Recompute G's batch-norm statistics from fixed latents ("standing statistics", as
-        BigGAN samples). G_ema's running statistics, copied from G, follow G's current weights,
-        not their average, and the mismatch shows as a wrong amplitude of its samples; G's own
-        come from each rank's local batches and differ between ranks. The same global batches
-        on every rank, so the replicas stay identical (training itself uses batch statistics)."""
-        norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-        n = self.cfg.train.batch_size
-        y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
-        was_training = G.training
-        G.train()
-        try:
-            for i in range(STANDING_BATCHES):
-                z = draw(
-                    self.cfg.train.seed, i, STREAM_STANDING, (n, self.z_dim), device=self.device
-                )
-                with self._autocast():
-                    G(z.to(self.dtype), y)
-        finally:
-            G.train(was_training)
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-
-    @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
-        """G_ema's (else G's) output [n, C, *S] for fixed latents (and classes 0, 1, 2, ...)."""
-        G = self.sampler()
-        z = draw(self.cfg.train.seed, 0, STREAM_FIXED, (n, self.z_dim), device=self.device)
-        z = z.to(self.dtype)
-        y = torch.arange(n, device=self.device) % self.num_classes if self.num_classes else None
-        was_training = G.training
-        G.eval()
-        try:
-            return G(z, y).float()
-        finally:
-            G.train(was_training)
+        """The sampler's output [n, C, *S] for fixed latents (and classes 0, 1, 2, ...)."""
+        return self.ema.samples(n, self.images_seen)
 
     def fingerprint(self) -> str:
         """SHA-1 of G's and D's parameters: equal on all ranks iff the replicas are identical."""
@@ -404,35 +264,22 @@ class Trainer:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "images_seen": self.images_seen,
+            **self.ema.state_dict(),
         }
-        if self.G_ema is not None:
-            state["G_ema"] = self.G_ema.state_dict()
         if self.scaler_G is not None:
-            for key, scaler in (("scaler_G", self.scaler_G), ("scaler_D", self.scaler_D)):
-                saved = scaler.state_dict()
-                saved["scale"] /= self._summed  # as one rank (or Horovod) would have it
-                state[key] = saved
+            state["scaler_G"] = self.update_G.scaler_state()
+            state["scaler_D"] = self.update_D.scaler_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load a checkpoint; learning rates then follow the config (see _set_learning_rates)."""
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
-        for opt, key in ((self.opt_G, "opt_G"), (self.opt_D, "opt_D")):
-            fused = [group.get("fused") for group in opt.param_groups]
-            opt.load_state_dict(state[key])
-            for group, flag in zip(opt.param_groups, fused):  # how this build steps
-                group["fused"] = flag
-        if self.G_ema is not None:
-            # A run that turns EMA on later starts its average from the current G.
-            self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
+        self.update_G.load_optimizer(state["opt_G"])
+        self.update_D.load_optimizer(state["opt_D"])
         if self.scaler_G is not None and "scaler_G" in state:
-            for key, scaler in (("scaler_G", self.scaler_G), ("scaler_D", self.scaler_D)):
-                saved = dict(state[key])
-                saved["scale"] *= self._summed  # at this world size
-                scaler.load_state_dict(saved)
+            self.update_G.load_scaler(state["scaler_G"])
+            self.update_D.load_scaler(state["scaler_D"])
         self.images_seen = int(state.get("images_seen", 0))
-        # A saved G_ema holds the statistics of its weights (state_dict); without one, recompute.
-        self._standing_at = self.images_seen if "G_ema" in state else -1
-        self._streak.zero_()
-        self._worst.zero_()
+        self.ema.load_state_dict(state, self.images_seen)
+        self.stats.forget_streak()

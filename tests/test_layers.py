@@ -25,7 +25,7 @@ LAYERS = [
     ("data", {"data"}),
     ("components", {"images", "preempt", "watchdog"}),
     ("metrics", {"metrics"}),
-    ("training", {"trainer"}),
+    ("training", {"trainer", "ema", "step_stats", "update"}),
     ("run", {"run_state", "session", "trained", "loop", "plain", "timing"}),
     ("commands", {"train", "sample", "evaluate", "report", "bench", "scaling"}),
 ]

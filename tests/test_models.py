@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hpcgan import nd
+from hpcgan.condition import Condition, ConditionSpec
 from hpcgan.config import ModelConfig
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import make_transform
@@ -23,7 +24,7 @@ def test_dcgan_shapes(size, channels):
     x = G(z)
     assert x.shape == (3, channels, size, size)
     assert x.abs().max() <= 1  # tanh output
-    logits, aux = D(x)
+    logits, aux, _ = D(x)
     assert logits.shape == (3,) and aux is None
 
 
@@ -137,26 +138,28 @@ def test_attention_sits_on_feature_maps_of_g_and_d():
 def test_aux_classifier_alone_is_ac_gan():
     """AC-GAN: a class-conditional G, and a D with a classification head but no projection."""
     cfg = ModelConfig(arch="dcgan", width=8, z_dim=8)
-    G, D = build_models(cfg, (1, 16, 16), num_classes=10, aux_classifier=True)
+    G, D = build_models(cfg, (1, 16, 16), ConditionSpec(10), aux_classifier=True)
     z = torch.randn(3, 8)
-    assert not torch.allclose(G(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([7, 7, 7])))
-    x = G(z, torch.tensor([0, 3, 9]))
-    logits, aux = D(x, torch.tensor([0, 3, 9]))
+    assert not torch.allclose(
+        G(z, Condition(torch.tensor([0, 0, 0]))), G(z, Condition(torch.tensor([7, 7, 7])))
+    )
+    x = G(z, Condition(torch.tensor([0, 3, 9])))
+    logits, aux, _ = D(x, Condition(torch.tensor([0, 3, 9])))
     assert aux.shape == (3, 10)
-    assert torch.equal(logits, D(x, torch.tensor([1, 1, 1]))[0])  # no projection term
+    assert torch.equal(logits, D(x, Condition(torch.tensor([1, 1, 1])))[0])  # no projection term
 
 
 def test_conditional_and_aux_classifier():
     cfg = ModelConfig(arch="dcgan", width=8, z_dim=8, conditional=True)
-    G, D = build_models(cfg, (1, 16, 16), num_classes=10, aux_classifier=True)
-    y = torch.tensor([0, 3, 9])
+    G, D = build_models(cfg, (1, 16, 16), ConditionSpec(10), aux_classifier=True)
+    y = Condition(torch.tensor([0, 3, 9]))
     x = G(torch.randn(3, 8), y)
-    logits, aux = D(x, y)
+    logits, aux, _ = D(x, y)
     assert logits.shape == (3,) and aux.shape == (3, 10)
     # The projection term makes D's output depend on the label.
-    assert not torch.allclose(D(x, y)[0], D(x, torch.tensor([1, 1, 1]))[0])
+    assert not torch.allclose(D(x, y)[0], D(x, Condition(torch.tensor([1, 1, 1])))[0])
     with pytest.raises(UserError, match="labels"):
-        build_models(cfg, (1, 16, 16), num_classes=0)
+        build_models(cfg, (1, 16, 16), ConditionSpec(0))
 
 
 @pytest.mark.parametrize("size", [16, 64])
@@ -212,18 +215,18 @@ def test_every_arch_builds_volumes(arch, extra):
     from hpcgan.models.base import SelfAttention
 
     cfg = ModelConfig(arch=arch, width=4, z_dim=8, conditional=True, **extra)
-    G, D = build_models(cfg, (2, 16, 16, 16), num_classes=3, aux_classifier=True)
+    G, D = build_models(cfg, (2, 16, 16, 16), ConditionSpec(3), aux_classifier=True)
     convs = [
         m for m in [*G.modules(), *D.modules()] if isinstance(m, torch.nn.modules.conv._ConvNd)
     ]
     assert convs and all(len(m.kernel_size) == 3 for m in convs)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*G.modules(), *D.modules()])
-    y = torch.tensor([0, 1, 2])
+    y = Condition(torch.tensor([0, 1, 2]))
     x = G(torch.randn(3, 8), y)
     assert x.shape == (3, 2, 16, 16, 16) and x.abs().max() <= 1
-    logits, aux = D(x, y)
+    logits, aux, _ = D(x, y)
     assert logits.shape == (3,) and aux.shape == (3, 3)
-    assert not torch.allclose(logits, D(x, torch.tensor([1, 1, 1]))[0])  # projection
+    assert not torch.allclose(logits, D(x, Condition(torch.tensor([1, 1, 1])))[0])  # projection
     attention = [m for m in [*G.modules(), *D.modules()] if isinstance(m, SelfAttention)]
     assert len(attention) == (2 if extra.get("attention") else 0)
 

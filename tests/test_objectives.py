@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from hpcgan import objectives
 from hpcgan.comm.base import SingleProcess
+from hpcgan.condition import Condition
 from hpcgan.config import load_config
 from hpcgan.errors import UserError
 from hpcgan.models import build_models
@@ -122,7 +123,7 @@ def test_a_new_loss_is_one_registry_entry(monkeypatch):
     assert isinstance(trainer.objective.loss, Recorded)
     before = [p.detach().clone() for p in (*trainer.G.parameters(), *trainer.D.parameters())]
     real = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    trainer.step(0, [(real, None)])
+    trainer.step(0, [(real, Condition())])
     after = list(trainer.G.parameters()) + list(trainer.D.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.dim() > 1)
     assert Recorded.calls == ["d", "g"]  # both phases asked the new loss

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from hpcgan.comm.base import SingleProcess
+from hpcgan.condition import Condition
 from hpcgan.config import load_config
 from hpcgan.models import build_models
 from hpcgan.trainer import Trainer
@@ -44,21 +45,21 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_nonfinite_gradients_skip_the_update_and_are_counted(optimizer):
     trainer = make(f"train.optimizer={optimizer}")
-    trainer.step(0, [(real(0), None)])
+    trainer.step(0, [(real(0), Condition())])
     assert trainer.bad_run() == 0
     d, g, ema = snapshot(trainer.D), snapshot(trainer.G), snapshot(trainer.G_ema)
     poisoned = real(1)
     poisoned[0, 0, 0, 0] = float("nan")  # D's gradients become nan; G's stay finite
-    trainer.step(1, [(poisoned, None)])
+    trainer.step(1, [(poisoned, Condition())])
     assert same(d, snapshot(trainer.D))  # D's update was skipped...
     assert not same(g, snapshot(trainer.G))  # ...G's was not
     assert not same(ema, snapshot(trainer.G_ema))
-    trainer.step(2, [(poisoned, None)])
+    trainer.step(2, [(poisoned, Condition())])
     assert trainer.bad_run() == 2  # two consecutive skipped steps
-    trainer.step(3, [(real(3), None)])
+    trainer.step(3, [(real(3), Condition())])
     assert not same(d, snapshot(trainer.D))
     assert trainer.bad_run() == 2  # the run that reached into this interval
-    trainer.step(4, [(real(4), None)])
+    trainer.step(4, [(real(4), Condition())])
     assert trainer.bad_run() == 0  # it ended with a good step
     stats = trainer.pop_stats()
     assert stats["steps/skipped_nonfinite"] == 2
@@ -67,12 +68,12 @@ def test_nonfinite_gradients_skip_the_update_and_are_counted(optimizer):
 
 def test_skipped_generator_step_leaves_g_ema_and_adam_state_alone():
     trainer = make()
-    trainer.step(0, [(real(0), None)])
+    trainer.step(0, [(real(0), Condition())])
     steps_before = [s["step"].item() for s in trainer.opt_G.state.values()]
     with torch.no_grad():
         next(trainer.D.parameters()).fill_(float("nan"))  # every gradient becomes nan
     g, ema = snapshot(trainer.G), snapshot(trainer.G_ema)
-    trainer.step(1, [(real(1), None)])
+    trainer.step(1, [(real(1), Condition())])
     assert same(g, snapshot(trainer.G)) and same(ema, snapshot(trainer.G_ema))
     assert [s["step"].item() for s in trainer.opt_G.state.values()] == steps_before
     assert trainer.bad_run() == 1
@@ -81,7 +82,7 @@ def test_skipped_generator_step_leaves_g_ema_and_adam_state_alone():
 def test_g_ema_gets_batch_norm_statistics_of_its_own_weights():
     trainer = make()
     for step in range(3):
-        trainer.step(step, [(real(step), None)])
+        trainer.step(step, [(real(step), Condition())])
     with torch.no_grad():  # G_ema's weights far from G's: G's running statistics do not fit
         for p in trainer.G_ema.parameters():
             if p.dim() > 1:
@@ -92,12 +93,13 @@ def test_g_ema_gets_batch_norm_statistics_of_its_own_weights():
         """Eval-mode output against batch-statistics output on many latents."""
         G = trainer.G_ema
         with torch.no_grad():
-            evaluated = G.eval()(z, None)
-            batch = G.train()(z, None)
+            evaluated = G.eval()(z)
+            batch = G.train()(z)
             G.eval()
         return float((evaluated - batch).abs().mean())
 
-    trainer._update_ema(torch.zeros(()))  # copies G's running statistics, as every step does
+    # Copies G's running statistics, as every step does.
+    trainer.ema.update(torch.zeros(()), trainer.images_seen)
     stale = gap()
     fresh = gap() if trainer.sampler() is trainer.G_ema else float("inf")
     assert fresh < 0.2 * stale, (fresh, stale)
@@ -107,15 +109,15 @@ def test_g_ema_gets_batch_norm_statistics_of_its_own_weights():
 def test_fp16_overflow_is_skipped_by_fused_adam_and_lowers_the_scale():
     trainer = make("train.precision=fp16")
     for step in range(4):  # the first steps may overflow while the loss scale settles
-        trainer.step(step, [(real(step), None)])
+        trainer.step(step, [(real(step), Condition())])
     trainer.bad_run()
     d, scale = snapshot(trainer.D), trainer.scaler_D.get_scale()
-    trainer.step(4, [(real(4) * 1e6, None)])  # overflows D's half-precision forward
+    trainer.step(4, [(real(4) * 1e6, Condition())])  # overflows D's half-precision forward
     assert same(d, snapshot(trainer.D))
     assert trainer.scaler_D.get_scale() < scale
     assert trainer.bad_run() >= 1
     for step in range(5, 10):
-        trainer.step(step, [(real(step), None)])
+        trainer.step(step, [(real(step), Condition())])
     assert not same(d, snapshot(trainer.D))
 
 
@@ -128,7 +130,7 @@ def test_penalties_train_a_compiled_discriminator(monkeypatch, penalty):
     trainer = make("train.compile=true", "model.norm=none", penalty)
     d = snapshot(trainer.D)
     for step in range(2):
-        trainer.step(step, [(real(step), None)])
+        trainer.step(step, [(real(step), Condition())])
     assert trainer.bad_run() == 0
     assert not same(d, snapshot(trainer.D))
 
@@ -158,20 +160,20 @@ def test_ema_rampup_counts_one_batch_per_generator_step():
     the way to G (beta = 0.5 ** (8 / 4)), however many D batches the step read."""
     trainer = make("train.d_steps=3", "train.ema_rampup=0.5", "train.ema_halflife_images=1e9")
     before = snapshot(trainer.G_ema)
-    trainer.step(0, [(real(i), None) for i in range(3)])
+    trainer.step(0, [(real(i), Condition()) for i in range(3)])
     for p0, p_ema, p in zip(before, trainer.G_ema.parameters(), trainer.G.parameters()):
         assert torch.allclose(p_ema, p0 + 0.75 * (p - p0), atol=1e-6)
 
 
 def test_logit_means_leave_out_a_step_with_any_skipped_d_update():
     clean = make("train.d_steps=2")
-    clean.step(0, [(real(0), None), (real(1), None)])
+    clean.step(0, [(real(0), Condition()), (real(1), Condition())])
     expected = clean.pop_stats()
     poisoned = make("train.d_steps=2")
-    poisoned.step(0, [(real(0), None), (real(1), None)])
+    poisoned.step(0, [(real(0), Condition()), (real(1), Condition())])
     bad = real(2)
     bad[0, 0, 0, 0] = float("nan")  # the first D update of step 1 is skipped, the second not
-    poisoned.step(1, [(bad, None), (real(3), None)])
+    poisoned.step(1, [(bad, Condition()), (real(3), Condition())])
     stats = poisoned.pop_stats()
     assert stats["steps/skipped_nonfinite"] == 1
     for key in ("D/real_logit", "D/fake_logit"):
@@ -184,7 +186,7 @@ def test_without_g_ema_every_rank_samples_with_the_same_batch_norm_statistics():
     ranks = [make("train.ema_halflife_images=0") for _ in range(2)]
     for r, trainer in enumerate(ranks):
         with torch.no_grad():  # a rank's local batch moves only its running statistics
-            trainer.G(torch.randn(8, 8, generator=torch.Generator().manual_seed(r)), None)
+            trainer.G(torch.randn(8, 8, generator=torch.Generator().manual_seed(r)))
     a, b = ([x.clone() for x in t.G.buffers()] for t in ranks)
     assert not same(a, b)
     samplers = [t.sampler() for t in ranks]

@@ -17,6 +17,7 @@ from conftest import ROOT, assert_bitwise_equal, checkpoint, launch, mpi_env, ti
 
 from hpcgan import objectives
 from hpcgan.comm.base import SingleProcess
+from hpcgan.condition import Condition, ConditionSpec
 from hpcgan.config import load_config
 from hpcgan.data import synth
 from hpcgan.data.write import write_dataset
@@ -39,8 +40,8 @@ def make(*overrides: str, shape: tuple[int, ...] = SHAPE, classes: int = 0) -> T
         ],
     )
     torch.manual_seed(0)
-    G, D = build_models(cfg.model, shape, classes, cfg.train.aux_classifier)
-    return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"), classes)
+    G, D = build_models(cfg.model, shape, ConditionSpec(classes), cfg.train.aux_classifier)
+    return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
 
 
 def volumes(seed: int, n: int = 4) -> torch.Tensor:
@@ -64,7 +65,7 @@ def train(
 ) -> dict:
     before = {"G": params(trainer.G), "D": params(trainer.D)}
     for step in range(steps):
-        trainer.step(step, [(volumes(step), labels)])
+        trainer.step(step, [(volumes(step), Condition(labels=labels))])
     stats = trainer.pop_stats()
     assert all(math.isfinite(v) for v in stats.values()), stats
     assert stats["steps/skipped_nonfinite"] <= skips

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcgan.condition import Condition
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import file_runs
 from hpcgan.data.sharding import ShardPlan
@@ -114,7 +115,7 @@ def generate(G: nn.Module, z_dim: int, seed: int, block: int, size: int = BLOCK)
     out = []
     for i in range(0, size, CHUNK):
         zc = z[i : i + CHUNK]
-        x = G(zc, y[i : i + CHUNK]) if y is not None else G(zc)
+        x = G(zc, Condition(labels=y[i : i + CHUNK])) if y is not None else G(zc)
         out.append(x.float().contiguous())
     return torch.cat(out)
 

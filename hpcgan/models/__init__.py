@@ -16,8 +16,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from hpcgan import nd
+from hpcgan.condition import ConditionSpec
 from hpcgan.errors import UserError
-from hpcgan.models.base import Discriminator, Generator, init_normal_
+from hpcgan.models.base import NO_SPEC, Discriminator, Generator, init_normal_
 from hpcgan.models.dcgan import DCGANBody, DCGANTrunk
 from hpcgan.models.mlp import ConvTrunk, MLPBody
 from hpcgan.models.plan import MIN_SIDE, Plan
@@ -110,17 +111,21 @@ def periodic_axes(cfg: ModelConfig, symmetry: Symmetry | None, ndim: int) -> tup
 def build_models(
     cfg: ModelConfig,
     shape: tuple[int, ...],
-    num_classes: int = 0,
+    data: ConditionSpec = NO_SPEC,
     aux_classifier: bool = False,
     symmetry: Symmetry | None = None,
+    regression: bool = False,
 ) -> tuple[Generator, Discriminator]:
-    """(G, D) for samples of ``shape`` = (C, *S); ``num_classes`` > 0 when the data has labels.
+    """(G, D) for samples of ``shape`` = (C, *S); ``data``: what the dataset offers to condition
+    on (its classes, its continuous conditions).
 
     ``model.conditional`` makes G class-conditional and adds D's projection term;
     ``aux_classifier`` makes G class-conditional and adds D's AC-GAN head (with both: the
-    multi-task variant). Both need labels. Layers follow the spatial rank len(S) (hpcgan.nd)
-    and the per-axis plan of the sides (models/plan.py); ``symmetry``: the data's, whose
-    periodic axes model.padding=circular wraps.
+    multi-task variant). Both need labels. Continuous conditions in ``data`` condition both
+    (``model.condition`` says how G takes them); ``regression`` adds D's head that regresses
+    them (train.cond_regression). The models' own spec is ``G.spec``. Layers follow the
+    spatial rank len(S) (hpcgan.nd) and the per-axis plan of the sides (models/plan.py);
+    ``symmetry``: the data's, whose periodic axes model.padding=circular wraps.
     """
     shape = tuple(shape)
     arch = ARCHS[cfg.arch]
@@ -128,17 +133,20 @@ def build_models(
     spatial = shape[1:]
     ops = nd.ops(len(spatial))
     plan = Plan.of(spatial, periodic_axes(cfg, symmetry, len(spatial)))
-    if (cfg.conditional or aux_classifier) and num_classes < 2:
+    if (cfg.conditional or aux_classifier) and data.num_classes < 2:
         raise UserError(
             "model.conditional and train.aux_classifier need a dataset with /labels "
             "of at least 2 classes"
         )
-    classes = num_classes if (cfg.conditional or aux_classifier) else 0
-    embed = min(cfg.z_dim, 64) if classes else 0
-    z_in = cfg.z_dim + embed
+    if regression and not data.dim:
+        raise UserError("train.cond_regression needs a dataset with /conditions")
+    classes = data.num_classes if (cfg.conditional or aux_classifier) else 0
+    spec = ConditionSpec(classes, data.names, data.units)
+    embed = min(cfg.z_dim, 64) if spec else 0
+    z_in = Generator.input_dim(cfg.z_dim, spec, embed, cfg.condition)
     body, trunk = arch.build(cfg, shape[0], plan, z_in, cfg.depth or arch.depth, ops)
-    G = Generator(body, cfg.z_dim, classes, embed)
-    D = Discriminator(trunk, trunk.features, classes, cfg.conditional, aux_classifier)
+    G = Generator(body, cfg.z_dim, spec, embed, cfg.condition)
+    D = Discriminator(trunk, trunk.features, spec, cfg.conditional, aux_classifier, regression)
     init_normal_(G)
     init_normal_(D)
     if cfg.spectral_norm:

@@ -1,32 +1,91 @@
-"""What every architecture shares: optional class conditioning around an arch-specific body.
+"""What every architecture shares: conditioning around an arch-specific body.
 
 A generator body maps ``[N, z_in]`` to samples ``[N, C, *S]``; a discriminator trunk maps
 samples to features ``[N, F]``; their layers come from :func:`hpcgan.nd.ops` for the data's
-spatial rank. The wrappers add the class embedding (concatenated to z in G), the projection
-term of Miyato & Koyama (2018) in D, and the auxiliary classifier of AC-GAN.
+spatial rank. The wrappers take one :class:`~hpcgan.condition.Condition` per batch and add,
+for class labels, the class embedding (concatenated to z in G), the projection term of Miyato
+& Koyama (2018) in D and the auxiliary classifier of AC-GAN; for continuous conditions
+(docs/training.md, "Continuous conditions"), an embedding concatenated to z or a FiLM of G's
+input (``model.condition``), the projection of their embedding in D, and an optional head with
+which D regresses them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from hpcgan.condition import Condition, ConditionSpec
 from hpcgan.nd import Ops
+
+CONDITION_MODES = ("concat", "film")  # model.condition: how G takes continuous conditions
+NO_CONDITION = Condition()  # what an unconditional batch passes
+NO_SPEC = ConditionSpec()  # what an unconditional model is conditioned on
+
+
+def values_embedding(k: int, width: int, out: int) -> nn.Sequential:
+    """Continuous conditions ``[N, K]`` to ``[N, out]``: a small MLP, since the encoded values
+    are O(1) but what they do to a sample need not be linear in them."""
+    return nn.Sequential(nn.Linear(k, width), nn.LeakyReLU(0.2), nn.Linear(width, out))
 
 
 class Generator(nn.Module):
-    def __init__(self, body: nn.Module, z_dim: int, num_classes: int = 0, embed_dim: int = 0):
-        super().__init__()
-        self.z_dim, self.num_classes = z_dim, num_classes
-        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
-        self.body = body
+    """A body behind the conditioning of its input vector: z, then the class embedding, then
+    (``concat``) the continuous conditions' embedding; ``film`` instead scales and shifts that
+    vector by functions of the continuous conditions (feature-wise linear modulation)."""
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def __init__(
+        self,
+        body: nn.Module,
+        z_dim: int,
+        spec: ConditionSpec = NO_SPEC,
+        embed_dim: int = 0,
+        mode: str = "concat",
+    ):
+        super().__init__()
+        self.z_dim, self.spec, self.mode = z_dim, spec, mode
+        self.embed = nn.Embedding(spec.num_classes, embed_dim) if spec.num_classes else None
+        self.body = body
+        self.values = None  # registered after the body: unconditioned models init as before
+        if spec.dim:
+            width = z_dim + (embed_dim if spec.num_classes else 0)
+            out = embed_dim if mode == "concat" else 2 * width  # FiLM: a scale and a shift
+            self.values = values_embedding(spec.dim, embed_dim, out)
+
+    @staticmethod
+    def input_dim(z_dim: int, spec: ConditionSpec, embed_dim: int, mode: str) -> int:
+        """Width of the body's input vector."""
+        concat = spec.dim and mode == "concat"
+        return z_dim + embed_dim * (bool(spec.num_classes) + bool(concat))
+
+    @property
+    def num_classes(self) -> int:
+        """Classes G is conditioned on (0: none)."""
+        return self.spec.num_classes
+
+    def forward(self, z: torch.Tensor, cond: Condition = NO_CONDITION) -> torch.Tensor:
         if self.embed is not None:
-            z = torch.cat([z, self.embed(y).to(z.dtype)], dim=1)  # [N, z_dim + embed_dim]
+            z = torch.cat([z, self.embed(cond.labels).to(z.dtype)], dim=1)  # [N, z_dim + E]
+        if self.values is not None:
+            e = self.values(cond.values).to(z.dtype)  # [N, E] (concat) or [N, 2 * width]
+            if self.mode == "concat":
+                z = torch.cat([z, e], dim=1)  # [N, z_dim (+ E) + E]
+            else:
+                scale, shift = e.chunk(2, dim=1)
+                z = z * (1 + scale) + shift  # starts near the identity (small weights)
         return self.body(z)
+
+
+class DOutput(NamedTuple):
+    """What D says about a batch."""
+
+    logits: torch.Tensor  # [N] real/fake
+    classes: torch.Tensor | None  # [N, num_classes] AC-GAN head's class logits
+    values: torch.Tensor | None  # [N, K] regression head's estimate of the encoded conditions
 
 
 class Discriminator(nn.Module):
@@ -34,25 +93,31 @@ class Discriminator(nn.Module):
         self,
         trunk: nn.Module,
         features: int,
-        num_classes: int = 0,
+        spec: ConditionSpec = NO_SPEC,
         projection: bool = False,
         aux_classifier: bool = False,
+        regression: bool = False,
     ):
         super().__init__()
         self.trunk = trunk
         self.out = nn.Linear(features, 1)
-        self.embed = nn.Embedding(num_classes, features) if projection else None
-        self.aux = nn.Linear(features, num_classes) if aux_classifier else None
+        self.embed = nn.Embedding(spec.num_classes, features) if projection else None
+        self.aux = nn.Linear(features, spec.num_classes) if aux_classifier else None
+        # Continuous conditions: always projected; registered last (as in G).
+        self.values = values_embedding(spec.dim, features, features) if spec.dim else None
+        self.regress = nn.Linear(features, spec.dim) if regression else None
 
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Real/fake logits [N] and, with an auxiliary classifier, class logits [N, K]."""
+    def forward(self, x: torch.Tensor, cond: Condition = NO_CONDITION) -> DOutput:
+        """Logits [N], and the heads' outputs (None without them)."""
         h = self.trunk(x)  # [N, F]
         logits = self.out(h).flatten()
         if self.embed is not None:
-            logits = logits + (self.embed(y) * h).sum(dim=1)
-        return logits, (self.aux(h) if self.aux is not None else None)
+            logits = logits + (self.embed(cond.labels) * h).sum(dim=1)
+        if self.values is not None:  # <h, W_c e(c)>: the continuous analogue of the above
+            logits = logits + (self.values(cond.values) * h).sum(dim=1)
+        classes = self.aux(h) if self.aux is not None else None
+        values = self.regress(h) if self.regress is not None else None
+        return DOutput(logits, classes, values)
 
 
 def init_normal_(module: nn.Module, std: float = 0.02) -> None:

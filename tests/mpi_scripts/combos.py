@@ -13,6 +13,7 @@ import torch
 
 from hpcgan import objectives
 from hpcgan.comm.horovod import HorovodComm
+from hpcgan.condition import Condition
 from hpcgan.config import load_config
 from hpcgan.models import build_models
 from hpcgan.trainer import Trainer
@@ -88,7 +89,7 @@ for arch, loss, precision in itertools.product(
     trainer = make(arch, loss, precision, *(["model.attention=8"] if arch == "resnet" else []))
     before = trainer.fingerprint()
     for step in range(5):  # fp16 may skip its first steps while the loss scale settles
-        trainer.step(step, [(batch(step), None)])
+        trainer.step(step, [(batch(step), Condition())])
     prints = comm.allgather_object(trainer.fingerprint())
     report(
         check="combo",
@@ -103,11 +104,11 @@ report(check="phases", D=sorted(reduced_in_phase["D"]), G=sorted(reduced_in_phas
 
 # fp16: a batch of huge values on rank 1 only overflows D's half-precision forward there.
 trainer = make("dcgan", "ns", "fp16")
-trainer.step(0, [(batch(0), None)])
+trainer.step(0, [(batch(0), Condition())])
 d_before = [p.detach().clone() for p in trainer.D.parameters()]
 scale_before = trainer.scaler_D.get_scale()
 poisoned = batch(1) * (1e6 if comm.rank == 1 else 1.0)
-trainer.step(1, [(poisoned, None)])
+trainer.step(1, [(poisoned, Condition())])
 d_unchanged = all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
 state = comm.allgather_object(
     (

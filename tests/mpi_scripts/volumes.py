@@ -15,6 +15,7 @@ import torch
 from hpcgan import objectives
 from hpcgan.comm.base import SingleProcess
 from hpcgan.comm.mpi_engine import MPIAllreduceComm
+from hpcgan.condition import Condition
 from hpcgan.config import load_config
 from hpcgan.models import build_models
 from hpcgan.trainer import Trainer
@@ -80,8 +81,8 @@ for shape, arch, loss in combos:
     before = params(one)
     for step in range(2):
         x = batch(step, shape).double()
-        ranks.step(step, [(x[comm.rank * n : (comm.rank + 1) * n], None)])
-        one.step(step, [(x, None)])
+        ranks.step(step, [(x[comm.rank * n : (comm.rank + 1) * n], Condition())])
+        one.step(step, [(x, Condition())])
     prints = comm.allgather_object(ranks.fingerprint())
     a, b = params(one), params(ranks)
     stats = ranks.pop_stats()
@@ -113,7 +114,7 @@ for precision, extra in (
     trainer = make("dcgan", "ns", comm, "batch", precision, *extra)
     before = trainer.fingerprint()
     for step in range(4):
-        trainer.step(step, [(batch(step)[comm.rank * n : (comm.rank + 1) * n], None)])
+        trainer.step(step, [(batch(step)[comm.rank * n : (comm.rank + 1) * n], Condition())])
     prints = comm.allgather_object(trainer.fingerprint())
     if comm.rank == 0:
         record = {"precision": precision, "channels_last": bool(extra)}
