@@ -77,9 +77,7 @@ class Loop:
             t_last, s_last = time.perf_counter(), step
             while step < steps:
                 self.watchdog.beat(f"in step {step}")
-                reals = [batches.next() for _ in range(d_steps)]
-                # (the trainer still takes labels; continuous conditions are not used yet)
-                self.trainer.step(step, [(x, c.labels) for x, c in reals])
+                self.trainer.step(step, [batches.next() for _ in range(d_steps)])
                 step += 1
                 last = step == steps
                 logs = step % r.log_every == 0 or last

@@ -63,7 +63,7 @@ class TimedSteps:
             t = time.perf_counter()
             with self.timer.section("data"):  # what the background read did not hide
                 batches = [self.feed.next() for _ in range(self.d_steps)]
-            self.trainer.step(self._next, [(x, c.labels) for x, c in batches])
+            self.trainer.step(self._next, batches)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()  # the step's last kernels (EMA) count to this step
             self.step_s.append(time.perf_counter() - t)
