@@ -105,17 +105,32 @@ def for_inference(G: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def generate(G: nn.Module, z_dim: int, seed: int, block: int, size: int = BLOCK) -> torch.Tensor:
+def generate(
+    G: nn.Module,
+    z_dim: int,
+    seed: int,
+    block: int,
+    size: int = BLOCK,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
     """G's output [size, C, *S] (float32, in [-1, 1]) for the first ``size`` samples of a block,
-    where G is a :func:`for_inference` copy of the generator."""
+    where G is a :func:`for_inference` copy of the generator. A G conditioned on /conditions
+    needs ``values`` [size, K]: the encoded conditions to generate at (evaluation passes the
+    held-out samples' own, so every metric compares like with like)."""
     p = next(G.parameters())
     z = latents(seed, block, z_dim, size).to(p.device, p.dtype)
     classes = getattr(G, "num_classes", 0)
     y = (torch.arange(size, device=p.device) + block * BLOCK) % classes if classes else None
+    spec = getattr(G, "spec", None)
+    if spec is not None and spec.dim and (values is None or values.shape != (size, spec.dim)):
+        got = "none" if values is None else tuple(values.shape)
+        raise ValueError(f"G takes {spec.dim} conditions per sample: expected {size}, got {got}")
+    v = None if values is None else values.to(p.device, p.dtype)
     out = []
     for i in range(0, size, CHUNK):
-        zc = z[i : i + CHUNK]
-        x = G(zc, Condition(labels=y[i : i + CHUNK])) if y is not None else G(zc)
+        rows = slice(i, i + CHUNK)
+        cond = Condition(None if y is None else y[rows], None if v is None else v[rows])
+        x = G(z[rows], cond) if cond else G(z[rows])
         out.append(x.float().contiguous())
     return torch.cat(out)
 
