@@ -160,9 +160,10 @@ def _field_file(path: Path, spatial: tuple[int, ...], periodic: tuple[bool, ...]
 
 @pytest.mark.mpi
 def test_two_ranks_compute_what_one_rank_computes_on_odd_grids():
-    """12x20 maps and 9x16x5 volumes, every arch at np=2 (mpi engine, fp64, no batch norm):
-    identical replicas, equal to a one-process Trainer on the same global batch."""
-    shapes = ["1x12x20", "1x9x16x5"]
+    """40-value vectors, 12x20 maps and 9x16x5 volumes, every arch at np=2 (mpi engine, fp64,
+    no batch norm): identical replicas, equal to a one-process Trainer on the same global
+    batch."""
+    shapes = ["1x40", "1x12x20", "1x9x16x5"]
     proc = launch([str(SCRIPTS / "volumes.py"), *shapes], np=2, module=None, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
