@@ -95,6 +95,23 @@ def tiny(run_dir: Path, data: Path, *extra: str) -> list[str]:
     ]
 
 
+def small_trainer(*overrides: str, spec=None):
+    """A one-process Trainer of 16x16 maps with a narrow model; ``spec``: what the models are
+    offered to condition on (hpcgan.condition.ConditionSpec; default none)."""
+    from hpcgan.comm.base import SingleProcess
+    from hpcgan.condition import ConditionSpec
+    from hpcgan.config import load_config
+    from hpcgan.models import build_models
+    from hpcgan.trainer import Trainer
+
+    base = ["model.width=4", "model.z_dim=8", "train.batch_size=8"]
+    cfg = load_config(None, [*base, "train.ema_halflife_images=100", *overrides])
+    torch.manual_seed(0)
+    regression = cfg.train.cond_regression > 0
+    G, D = build_models(cfg.model, (1, 16, 16), spec or ConditionSpec(), regression=regression)
+    return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
+
+
 def checkpoint(run: Path, step: int) -> dict:
     """The checkpoint of ``step`` in run directory ``run``, as training saved it."""
     return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)

@@ -8,9 +8,9 @@ import io
 
 import pytest
 import torch
+from conftest import small_trainer
 
 from hpcgan import objectives
-from hpcgan.comm.base import SingleProcess
 from hpcgan.condition import Condition, ConditionSpec
 from hpcgan.config import ModelConfig, load_config
 from hpcgan.errors import UserError
@@ -29,19 +29,7 @@ def real(seed: int) -> torch.Tensor:
 
 
 def make(*overrides: str, spec: ConditionSpec = SPEC) -> Trainer:
-    cfg = load_config(
-        None,
-        [
-            "model.width=4",
-            "model.z_dim=8",
-            "train.batch_size=8",
-            "train.ema_halflife_images=100",
-            *overrides,
-        ],
-    )
-    torch.manual_seed(0)
-    G, D = build_models(cfg.model, (1, 16, 16), spec, regression=cfg.train.cond_regression > 0)
-    return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
+    return small_trainer(*overrides, spec=spec)
 
 
 @pytest.mark.parametrize("mode", ["concat", "film"])

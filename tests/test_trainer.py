@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import small_trainer
 from torch import nn
 
 from hpcgan.comm.base import SingleProcess
 from hpcgan.condition import Condition
-from hpcgan.config import load_config
-from hpcgan.models import build_models
 from hpcgan.trainer import Trainer
 
 
 def make(*overrides: str) -> Trainer:
-    cfg = load_config(
-        None,
-        [
-            "model.width=4",
-            "model.z_dim=8",
-            "train.batch_size=8",
-            "train.ema_halflife_images=100",
-            *overrides,
-        ],
-    )
-    torch.manual_seed(0)
-    G, D = build_models(cfg.model, (1, 16, 16))
-    return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
+    return small_trainer(*overrides)
 
 
 def real(seed: int) -> torch.Tensor:
