@@ -34,7 +34,7 @@ _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0
 _GZIP_MAGIC = b"\x1f\x8b"
 _SHAPES = (
     "expected (N, H, W), (N, H, W, C) or (N, C, H, W); volumes (N, C, D, H, W), "
-    "(N, D, H, W, C) or (N, D, H, W) with --layout ndhw; flat (N, V) with --shape D,H,W"
+    "(N, D, H, W, C) or (N, D, H, W) with --layout ndhw; flat (N, V) with --shape L, H,W or D,H,W"
 )
 # Without --layout, a channel axis holds at most this many channels (grey, RGB, RGBA): an
 # array whose candidate channel axes are both longer, such as (12, 32, 32, 32), could be
