@@ -7,23 +7,26 @@
 #     the power-of-two references (16^3, 32x16x16; 32^3, 32x32x64; 256, 512) are the same kind of
 #     showers, converted with --shape (3DGAN's with a (N,32,32,Z) ECAL).
 #  2. python -m hpcgan.bench at np=2 (mpi engine, one thread per rank, dcgan width WIDTH, BATCH
-#     samples per rank (G4_BATCH for 51x51x25), no plain loop) in rounds ref_small, odd, ref_large, so that machine noise
-#     hits both sides of each ratio; prints odd / reference per sample and per voxel.
+#     samples per rank (G4_BATCH for 51x51x25), no plain loop) in rounds ref_small, odd,
+#     ref_large, so that machine noise hits both sides of each ratio; prints odd / reference
+#     per sample and per voxel.
 #  3. python -m hpcgan.train at np=2 on each odd grid (dcgan and resnet on 45x16x9, dcgan on 368
 #     and 51x51x25), run.eval_every=0 (conditioned models), then bench/grid_files.py check: exit 0,
 #     G's output has the file's shape, images/s and the last losses from metrics.jsonl.
 # Usage: bench/grids.sh [OUT]   (default /tmp/hpcgan-grids)
-# Settings (environment): ROUNDS=2 BENCH_STEPS=8 WARMUP=2 WIDTH=16 BATCH=32 (per rank) STEPS=300
-# G4_STEPS=100 (51x51x25 training steps) G4_BATCH=8 (per-rank batch of the 51x51x25 family, bench
-# and training) N=512 ONLY=calo2,calo1,g4
-# SKIP_BENCH=1 SKIP_TRAIN=1. As root it lifts its session's autogroup to nice -20 (see ranks_3d.sh).
+# Settings (environment): ROUNDS=2 BENCH_STEPS=5 WARMUP=2 WIDTH=16 BATCH=32 (per rank) STEPS=300
+# G4_STEPS=60 (51x51x25 training steps) G4_BATCH=8 (per-rank batch of the 51x51x25 family, bench
+# and training) N=512 ONLY=calo2,calo1,g4 SKIP_BENCH=1 SKIP_TRAIN=1; BENCH_ARGS (more key=value
+# for the bench runs, e.g. "model.condition=none") with TAG (a prefix of their result files and
+# round labels, e.g. nocond-). About 6 min of bench and 15 of training on 2 busy cores.
+# As root it lifts its session's autogroup to nice -20 (see bench/ranks_3d.sh).
 set -euo pipefail
 out=${1:-/tmp/hpcgan-grids}; mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-.venv/bin/python}; mpirun=${MPIRUN:-$(dirname "$py")/mpirun}
-rounds=${ROUNDS:-2}; bsteps=${BENCH_STEPS:-8}; warmup=${WARMUP:-2}; width=${WIDTH:-16}
-batch=${BATCH:-32}; steps=${STEPS:-300}; g4_steps=${G4_STEPS:-100}; g4_batch=${G4_BATCH:-8}
-n=${N:-512}; only=${ONLY:-calo2,calo1,g4}
+rounds=${ROUNDS:-2}; bsteps=${BENCH_STEPS:-5}; warmup=${WARMUP:-2}; width=${WIDTH:-16}
+batch=${BATCH:-32}; steps=${STEPS:-300}; g4_steps=${G4_STEPS:-60}; g4_batch=${G4_BATCH:-8}
+n=${N:-512}; only=${ONLY:-calo2,calo1,g4}; bench_args=${BENCH_ARGS:-}; tag=${TAG:-}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 HDF5_USE_FILE_LOCKING=FALSE
 [ "$(id -u)" = 0 ] && echo -20 > /proc/$$/autogroup 2>/dev/null || true
 echo "grids.sh $(date -u +%FT%TZ) on $(nproc) core(s); load: $(uptime | sed 's/.*load/load/')"
@@ -65,7 +68,8 @@ done
 bench() {  # NAME ROUND PER_RANK_BATCH
   nice -n -20 "$mpirun" --bind-to none -np 2 "$py" -m hpcgan.bench data.path="$out/$1.h5" \
     model.width="$width" train.threads=1 dist.backend=mpi train.batch_size=$((2 * $3)) \
-    --no-plain --rounds 1 --steps "$bsteps" --warmup "$warmup" --json "$out/bench-$1-$2.json" \
+    --no-plain --rounds 1 --steps "$bsteps" --warmup "$warmup" $bench_args \
+    --json "$out/bench-$1-$2.json" \
     > "$out/bench-$1-$2.txt" 2>&1 || { echo "FAILED: bench on $1 ($out/bench-$1-$2.txt)"; exit 1; }
 }
 if [ -z "${SKIP_BENCH:-}" ]; then
@@ -73,8 +77,8 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     for f in ${only//,/ }; do
       set -- ${family[$f]}
       b=$batch; [ "$f" = g4 ] && b=$g4_batch
-      bench "$2" "$r" $b; bench "$1" "$r" $b; bench "$3" "$r" $b
-      "$py" - "$out" "$r" "$@" <<'PY'
+      bench "$2" "$tag$r" $b; bench "$1" "$tag$r" $b; bench "$3" "$tag$r" $b
+      "$py" - "$out" "$tag$r" "$@" <<'PY'
 import json, math, sys
 out, r, odd, *refs = sys.argv[1:]
 def get(name):
