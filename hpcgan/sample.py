@@ -98,7 +98,11 @@ def at_point(run: LoadedRun, given: dict[str, float], n: int) -> np.ndarray:
     unknown = [name for name in given if name not in names]
     missing = [name for name in names if name not in given]
     if unknown or missing:
-        what = f"unknown {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}"
+        what = "; ".join(
+            f"{word} {', '.join(which)}"
+            for word, which in (("unknown", unknown), ("missing", missing))
+            if which
+        )
         raise UserError(
             f"--condition: {what}; give each of the run's conditions once: "
             + " ".join(f"{name}=VALUE" for name in names)
@@ -189,9 +193,7 @@ def conditions_for(run: LoadedRun, args: argparse.Namespace) -> tuple[np.ndarray
     return values.astype(np.float32), said
 
 
-def write(
-    run: LoadedRun, y: torch.Tensor, out: Path, seed: int, values: np.ndarray | None
-) -> None:
+def write(run: LoadedRun, y: torch.Tensor, out: Path, seed: int, values: np.ndarray | None) -> None:
     """The samples ``y`` [n, C, *S] in [-1, 1] (made at ``values`` [n, K], physical units)."""
     if out.suffix.lower() == ".png":
         if values is not None and values.shape[1] == 1:  # one condition: in increasing order

@@ -107,9 +107,7 @@ def data_conditions(run: LoadedRun, n: int) -> np.ndarray:
     return column[pool[np.arange(n) % len(pool)]].astype(np.float32)
 
 
-def generate(
-    run: LoadedRun, n: int, seed: int, values: np.ndarray | None = None
-) -> torch.Tensor:
+def generate(run: LoadedRun, n: int, seed: int, values: np.ndarray | None = None) -> torch.Tensor:
     """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host; a G conditioned on /conditions
     makes sample i at ``values[i]`` ([n, K], physical units, checked by
     :func:`encode_conditions`)."""
