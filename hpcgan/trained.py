@@ -110,7 +110,11 @@ def data_conditions(run: LoadedRun, n: int) -> np.ndarray:
 def generate(run: LoadedRun, n: int, seed: int, values: np.ndarray | None = None) -> torch.Tensor:
     """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host; a G conditioned on /conditions
     makes sample i at ``values[i]`` ([n, K], physical units, checked by
-    :func:`encode_conditions`)."""
+    :func:`encode_conditions`), by default at :func:`data_conditions`."""
+    if values is None and run.conditions is not None:
+        values = data_conditions(run, n)
+    if values is not None and len(values) != n:
+        raise ValueError(f"{len(values)} rows of conditions for {n} samples")
     encoded = None if values is None else encode_conditions(run, values, "conditions")
     blocks = range(sources.num_fake_blocks(n))
     z_dim, G = run.cfg.model.z_dim, sources.for_inference(run.G)
