@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +17,12 @@ from hpcgan.config import Config, from_dict
 from hpcgan.data.builtin import builtin_path
 from hpcgan.data.format import DatasetInfo, SchemaError, read_info
 from hpcgan.data.holdout import Split, make_split
-from hpcgan.data.transforms import ValueTransform, make_transform
+from hpcgan.data.transforms import (
+    ConditionTransform,
+    ValueTransform,
+    make_condition_transform,
+    make_transform,
+)
 from hpcgan.errors import ArgumentParser, UserError
 from hpcgan.metrics import sources
 from hpcgan.models import build_models
@@ -36,6 +42,9 @@ class LoadedRun:
     run_dir: Path | None  # None for a checkpoint file outside a run directory
     network: str  # "G_ema" or "G": which weights were loaded
     split: Split  # data.holdout as the run trained (none for runs from before the key)
+    # the training data's /conditions transform (data.condition_transform); None when G takes
+    # no continuous conditions (no /conditions, or model.condition=none)
+    conditions: ConditionTransform | None = None
 
     @property
     def eval_cache(self) -> Path | None:
@@ -59,16 +68,62 @@ def load_run(target: str, data: str | None = None, device: torch.device | None =
     run_state.load_into(G, ckpt.trainer[ckpt.sampler], path, info.path)
     G = G.to(device or torch.device("cpu")).eval().requires_grad_(False)
     split = make_split(ckpt.config["data"].get("holdout", "0"), info.n)
-    return LoadedRun(G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler, split)
+    conditions = None
+    if G.spec.dim:  # G was built on the file's /conditions columns (session.model_options)
+        conditions = make_condition_transform(info, cfg.data.condition_transform)
+    return LoadedRun(
+        G, cfg, info, transform, path, ckpt.step, run_dir, ckpt.sampler, split, conditions
+    )
 
 
-def generate(run: LoadedRun, n: int, seed: int) -> torch.Tensor:
-    """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host."""
+def encode_conditions(run: LoadedRun, values: np.ndarray, where: str) -> torch.Tensor:
+    """Conditions [n, K] in physical units (columns as ``run.G.spec.names``) -> the encoded
+    values G takes [n, K]; a UserError (``where: ...``) for a value that is not a finite number
+    or that the training data's transform cannot encode (<= 0 in a log10 column)."""
+    spec, transform = run.G.spec, run.conditions
+    if transform is None:
+        raise UserError(f"{where}: {run.checkpoint} was not trained on conditions")
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != spec.dim:
+        raise UserError(f"{where}: expected {spec.dim} condition(s) per sample, got {values.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):  # refused below, in one line
+        encoded = transform.encode(values)  # log10 of a value <= 0 is NaN or -inf
+    bad = ~np.isfinite(encoded)
+    if bad.any():
+        i, k = (int(a[0]) for a in np.nonzero(bad))
+        row = f" (row {i})" if len(values) > 1 else ""
+        why = "its log10 encoding needs values > 0" if transform.log[k] else "not a finite number"
+        raise UserError(f"{where}: {spec.names[k]}={values[i, k]:g}{row} cannot be encoded: {why}")
+    return torch.from_numpy(encoded)
+
+
+def data_conditions(run: LoadedRun, n: int) -> np.ndarray:
+    """Conditions [n, K] (physical units, float32) to generate at by default: row i is those
+    of the training file's sample i, counted in the held-out split when there is one (the
+    samples evaluation compares with), cyclically when n exceeds them."""
+    pool = run.split.held_indices if run.split.held else np.arange(run.info.n)
+    with h5py.File(run.info.path, "r", locking=False) as f:
+        column = f["conditions"][()]  # [N, K]: small (K floats per sample), read whole
+    return column[pool[np.arange(n) % len(pool)]].astype(np.float32)
+
+
+def generate(run: LoadedRun, n: int, seed: int, values: np.ndarray | None = None) -> torch.Tensor:
+    """Samples 0 .. n-1 [n, C, *S] in [-1, 1], on the host; a G conditioned on /conditions
+    makes sample i at ``values[i]`` ([n, K], physical units, checked by
+    :func:`encode_conditions`), by default at :func:`data_conditions`."""
+    if values is None and run.conditions is not None:
+        values = data_conditions(run, n)
+    if values is not None and len(values) != n:
+        raise ValueError(f"{len(values)} rows of conditions for {n} samples")
+    encoded = None if values is None else encode_conditions(run, values, "conditions")
     blocks = range(sources.num_fake_blocks(n))
     z_dim, G = run.cfg.model.z_dim, sources.for_inference(run.G)
-    return torch.cat(
-        [sources.generate(G, z_dim, seed, b, sources.fake_block_size(n, b)).cpu() for b in blocks]
-    )
+    out = []
+    for b in blocks:
+        size = sources.fake_block_size(n, b)
+        v = None if encoded is None else encoded[b * sources.BLOCK : b * sources.BLOCK + size]
+        out.append(sources.generate(G, z_dim, seed, b, size, v).cpu())
+    return torch.cat(out)
 
 
 def physical(run: LoadedRun, y: torch.Tensor) -> np.ndarray:
