@@ -37,6 +37,11 @@ n: about 2x for Frechet distances). "verdict" says per metric whether it tells t
 from the data (docs/evaluation.md, "Verdict"). Samples of uint8 data are rounded to whole
 grey levels, as hpcgan.sample writes them. --seed defaults to the run's train.seed, so the
 numbers match evaluations during training.
+A generator conditioned on the data's /conditions makes sample i at the conditions of real
+reference sample i; "by_condition" then holds, per condition, its bins (decades of a positive
+column spanning more than 10x, else quantiles) with the per-sample total, max and sparsity
+compared in each (cond/<summary>_mean_rel_err, cond/<summary>_ks), their floors and verdicts
+(docs/evaluation.md, "By condition").
 Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
 """
 
@@ -50,6 +55,7 @@ from pathlib import Path
 
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import Comm
+from hpcgan.data.transforms import make_condition_transform
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
@@ -103,10 +109,12 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
             run.eval_cache,
             inception,
             split=run.split,
+            conditions=make_condition_transform(run.info, run.cfg.data.condition_transform),
         ),
     )
     setup = time.perf_counter()
-    metrics = evaluator.evaluate(run.G)
+    result = evaluator.run(run.G)
+    metrics = result.metrics
     out = {
         "checkpoint": str(run.checkpoint),
         "step": run.step,
@@ -123,6 +131,8 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "skipped": evaluator.skipped,  # metric -> why these data do not have what it needs
     }
     out["verdict"] = verdicts(metrics, out["baseline"])
+    if result.by_condition:  # a G conditioned on /conditions: the metrics in bins of each
+        out["by_condition"] = result.by_condition
     if evaluator.classifier is not None:
         out["classifier_heldout_accuracy"] = evaluator.classifier.accuracy
     return out

@@ -15,6 +15,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.errors import Diverged, Preempted, UserError
+from hpcgan.metrics.by_condition import worst_bins
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
 from hpcgan.monitor import RunLog, format_eta
 from hpcgan.preempt import StopRequest
@@ -161,11 +162,13 @@ class Loop:
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
                 split=self.reader.split,
+                conditions=self.reader.conditions,
             )
         # A beat per block: a long evaluation is progress, not a hung peer.
         beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")
         result = self.evaluator.run(self.trainer.sampler(), beat)
         metrics = result.metrics
+        by_condition = worst_bins(result.by_condition)  # a few numbers; the bins: evaluate
         seconds = time.perf_counter() - t0
         name = self.best_metric()
         if name is not None and name not in metrics:
@@ -174,9 +177,9 @@ class Loop:
         if improved:
             self.best = metrics[name]
         if self.comm.rank == 0:
-            self.log.metrics({"step": step, **metrics, "time/eval_s": seconds})
+            self.log.metrics({"step": step, **metrics, **by_condition, "time/eval_s": seconds})
             if self.board is not None:
-                self.board.scalars(step, metrics)
+                self.board.scalars(step, {**metrics, **by_condition})
                 unit = "image" if self.reader.info.ndim == 2 else "box"
                 self.board.spectrum(step, result.curves, unit)
             # Per-class shares and per-feature separations stay in metrics.jsonl; the line

@@ -16,8 +16,9 @@ against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval
   classes.png      fraction of samples per predicted class, next to the data's
   by_condition-<name>.png  conditioned data: each per-bin metric against the condition,
                    next to its floor (one figure per condition)
-  samples.png      real samples (left) next to generated ones (right); a volume shows its
-                   central slices (top) and mean projections (bottom) along D, H and W
+  samples.png      real samples (left) next to generated ones (right; conditioned data: at
+                   the real ones' conditions); a volume shows its central slices (top) and
+                   mean projections (bottom) along D, H and W
   summary.txt      the run, the training, and the verdict table: every metric next to its
                    noise floor, their ratio, and whether it tells the samples from the data
                    (hpcgan.metrics.verdict; docs/evaluation.md, "Verdict")
@@ -42,14 +43,15 @@ from matplotlib.ticker import NullFormatter
 from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
+from hpcgan.data.transforms import make_condition_transform
 from hpcgan.errors import Command, UserError, run_command
-from hpcgan.metrics import table
+from hpcgan.metrics import sources, table
 from hpcgan.metrics.by_condition import plot_rows
 from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import names
 from hpcgan.metrics.verdict import judge, per_member_without_verdict
 from hpcgan.session import inference_device
-from hpcgan.trained import LoadedRun, command_line, generate, load_run
+from hpcgan.trained import LoadedRun, command_line, load_run
 
 GRID = 36  # real and generated samples in samples.png
 GRID_VOLUMES = 16  # ... of volumes (each a tile of 6 panels)
@@ -200,15 +202,21 @@ def plot_by_condition(by_condition: dict[str, dict], out: Path) -> list[Path]:
         metrics = sorted({r["metric"] for r in rows})
         if not metrics:
             continue
-        fig = Figure(figsize=(4.5 * len(metrics), 3.6))
-        for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(metrics))), metrics):
+        cols = min(2, len(metrics))  # sorted names: a summary's two metrics side by side
+        rows_ = math.ceil(len(metrics) / cols)
+        fig = Figure(figsize=(4.5 * cols, 3.4 * rows_))
+        axes = np.atleast_1d(fig.subplots(rows_, cols, squeeze=False)).ravel()
+        for ax in axes[len(metrics) :]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes, metrics):
             mine = [r for r in rows if r["metric"] == metric]
             x = np.array([r["centre"] for r in mine])
             bars = np.abs(np.array([[r["lo"], r["hi"]] for r in mine]).T - x)  # [2, bins]
             ax.errorbar(x, [r["value"] for r in mine], xerr=bars, fmt="r.", label="generated")
             ax.plot(x, [r["floor"] for r in mine], "k--", marker=".", label="floor (real)")
             unit = f" ({part['unit']})" if part["unit"] else ""
-            ax.set(xlabel=f"{cond}{unit}", title=metric)
+            ax.set_xlabel(f"{cond}{unit}")
+            ax.set_title(metric, fontsize=9)
             if part["binning"] == "decades":
                 ax.set_xscale("log")
             ax.grid(alpha=0.3)
@@ -216,6 +224,26 @@ def plot_by_condition(by_condition: dict[str, dict], out: Path) -> list[Path]:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in cond)
         written.append(_save(fig, out / f"by_condition-{safe}.png"))
     return written
+
+
+def by_condition_lines(by_condition: dict[str, dict]) -> list[str]:
+    """The summary's lines of the evaluation by condition: per bin, the sample total's
+    metrics next to their floors, and the other summaries found distinguishable."""
+    lines = []
+    for cond, part in by_condition.items():
+        lines.append(f"by {cond} ({part['unit'] or 'no unit'}, {part['binning']}):")
+        for b in part["bins"]:
+            total = ", ".join(
+                f"{name} {b['metrics'][name]:.3g} (floor {b['baseline'][name]:.3g})"
+                for name in b["metrics"]
+                if name.startswith("cond/total_")
+            )
+            told = [name for name, v in b["verdict"].items() if v == "distinguishable"]
+            lines.append(
+                f"  [{b['lo']:.4g}, {b['hi']:.4g}] n={b['count']}: {total}; distinguishable: "
+                + (", ".join(told) or "none")
+            )
+    return lines
 
 
 def plot_samples(real: torch.Tensor, fake: torch.Tensor, field: bool, path: Path) -> Path:
@@ -284,6 +312,7 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     if evaluator.classifier is not None:
         acc = evaluator.classifier.accuracy
         lines.append(f"classifier held-out accuracy on the real data: {acc:.1%}")
+    lines += by_condition_lines(result.by_condition)
     for name, why in evaluator.skipped.items():
         lines.append(f"skipped {name}: {why}")
     higher = [n for n in result.metrics if table.higher_is_better(n)]
@@ -298,6 +327,7 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     evaluator = Evaluator(
         run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
         run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache, split=run.split,
+        conditions=make_condition_transform(run.info, run.cfg.data.condition_transform),
     )  # fmt: skip
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"
@@ -316,7 +346,9 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
         written.append(plot_classes(curves, out / "classes.png"))
     written += plot_by_condition(result.by_condition, out)
     count = min(GRID if run.info.ndim <= 2 else GRID_VOLUMES, n, evaluator.real.block)
-    fake = generate(run, count, 0)
+    fake = evaluator.generate(
+        sources.for_inference(run.G), 0, count
+    ).cpu()  # at real ones' conditions
     written.append(
         plot_samples(
             real_batch(evaluator, count), fake, run.info.kind == "field", out / "samples.png"

@@ -36,6 +36,10 @@ MAX_BINS = 5  # quantile bins per condition, at most
 MIN_COUNT = 100  # rows per bin, at least (fewer rows: fewer bins)
 SPLITS = 16  # matched halvings averaged for a bin's floor
 DECADE_SPAN = 10.0  # a positive column spanning more than this factor is binned in decades
+# What the evaluation compares per bin (docs/evaluation.md, "By condition"): the sample total
+# (a calorimeter's response to the incident energy), its brightest cell and its empty share.
+SUMMARIES = ("total", "max", "sparsity")
+LOGGED = "total"  # the summary whose worst bins training logs (metrics.jsonl)
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,44 @@ def by_condition(
             }
             rows.append(entry)
         out[bins.name] = {"unit": bins.unit, "binning": bins.binning, "bins": rows}
+    return out
+
+
+def by_condition_of_rows(
+    real: np.ndarray,
+    fake: np.ndarray,
+    feature_names: list[str],
+    conditions: np.ndarray,
+    names: list[str],
+    units: list[str],
+    seed: int = 0,
+) -> dict[str, dict]:
+    """:func:`by_condition` of the SUMMARIES columns of high-level feature rows ``real`` and
+    ``fake`` [n, >= F] (columns in the order of ``feature_names``; hpcgan.metrics.features),
+    row i of both at ``conditions[i]`` [n, K] (physical units)."""
+    cols = {s: feature_names.index(s) for s in SUMMARIES}
+    return by_condition(
+        {s: real[:, i] for s, i in cols.items()},
+        {s: fake[:, i] for s, i in cols.items()},
+        conditions,
+        names,
+        units,
+        seed,
+    )
+
+
+def worst_bins(result: dict[str, dict]) -> dict[str, float]:
+    """A few numbers per condition for training's log: eval/cond/<condition>/<metric>_max,
+    the worst bin of each LOGGED metric, and eval/cond/<condition>/distinguishable, the bins
+    where any metric is distinguishable from its floor."""
+    out = {}
+    for cond, part in result.items():
+        for name in BIN_METRICS:
+            values = [b["metrics"][f"cond/{LOGGED}_{name}"] for b in part["bins"]]
+            finite = [v for v in values if np.isfinite(v)]
+            out[f"eval/cond/{cond}/{LOGGED}_{name}_max"] = max(finite, default=float("nan"))
+        told = [b for b in part["bins"] if "distinguishable" in b["verdict"].values()]
+        out[f"eval/cond/{cond}/distinguishable"] = float(len(told))
     return out
 
 

@@ -10,7 +10,9 @@ The training loop builds one :class:`Evaluator` and calls it every ``run.eval_ev
 Each rank generates and featurises its blocks of samples (hpcgan.metrics.sources), one
 allreduce sums the statistics, and every rank computes the same metrics from the totals. The
 real data's statistics are computed once, as two halves whose distance to each other is the
-noise floor of every metric (``baseline``), and cached in ``cache_dir``.
+noise floor of every metric (``baseline``), and cached in ``cache_dir``. A G conditioned on
+/conditions generates sample i at the conditions of real reference sample i, and the result
+adds the metrics in bins of each condition (hpcgan.metrics.by_condition).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from torch import nn
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import Split
-from hpcgan.data.transforms import ValueTransform
+from hpcgan.data.transforms import ConditionTransform, ValueTransform
 from hpcgan.errors import UserError
 from hpcgan.metrics import classifier, features, memorisation, sources, stats, table, two_sample
+from hpcgan.metrics.by_condition import by_condition_of_rows
 from hpcgan.metrics.compare import compare
 from hpcgan.metrics.inception import InceptionFeatures
 from hpcgan.metrics.precision_recall import precision_recall
@@ -100,7 +103,10 @@ class Evaluator:
         inception_weights: Path | None = None,
         c2st: int = two_sample.SAMPLES,
         split: Split | None = None,
+        conditions: ConditionTransform | None = None,
     ) -> None:
+        """``conditions``: the run's encoding of the data's /conditions (data.condition_transform),
+        used when the evaluated G is conditioned on them."""
         self.info, self.transform, self.comm, self.device = info, transform, comm, device
         self.z_dim, self.n, self.seed, self.cache_dir = z_dim, n, seed, cache_dir
         # The real reference and the set its noise floor is measured against: held-out samples
@@ -144,7 +150,12 @@ class Evaluator:
         )
         # The table's rows these data do not meet, with the reason (the evaluation JSON's
         # "skipped"); the layout above accumulates only what the others need.
-        run = table.Run(held_out=self.split is not None, inception=inception_weights is not None)
+        self.conditions = self._read_conditions(conditions)
+        run = table.Run(
+            held_out=self.split is not None,
+            inception=inception_weights is not None,
+            conditions=self.conditions is not None,
+        )
         self.skipped = table.skipped(info, run)
         self.halves = self._reference()
         self.reference = self.halves[0] if self.split else stats.merge(*self.halves)
@@ -167,6 +178,16 @@ class Evaluator:
         train = self.split.train_indices
         unused = np.setdiff1d(train, self.other.indices())
         return unused if 2 * len(unused) >= len(train) else train
+
+    def _read_conditions(
+        self, transform: ConditionTransform | None
+    ) -> sources.ReferenceConditions | None:
+        """Collective: the /conditions of the real reference samples (held-out picks, else all
+        picks), in reference order; rank 0 reads them and every rank gets a copy."""
+        if transform is None or not self.info.has_conditions:
+            return None
+        raw = self.real.conditions() if self.comm.rank == 0 else None
+        return sources.ReferenceConditions(self.comm.broadcast_object(raw), transform)
 
     def _reference_path(self) -> Path | None:
         if self.cache_dir is None:
@@ -243,7 +264,7 @@ class Evaluator:
         for b in sources.rank_blocks(blocks, self.comm.rank, self.comm.size):
             if progress is not None:
                 progress()
-            y = sources.generate(G, self.z_dim, self.seed, b, sources.fake_block_size(self.n, b))
+            y = self.generate(G, b, sources.fake_block_size(self.n, b))
             x = self.transform.decode(y)  # physical units
             if self.info.dtype == "uint8":  # as the real pixels and hpcgan.sample's output
                 x = x.round().clamp(0, 255)
@@ -261,7 +282,29 @@ class Evaluator:
             metrics.update(self._c2st_generated(kept))
         elif self.c2st_wanted:  # too few real samples for a C2ST and its floor
             metrics["eval/c2st_auc"] = float("nan")
-        return Result(metrics, curves)
+        result = Result(metrics, curves)
+        if sources.condition_dim(G):  # sample i and reference sample i: the same conditions
+            m = min(self.n, self.real.n)
+            result.by_condition = by_condition_of_rows(
+                self.reference["highlevel/rows"][:m],
+                totals["highlevel/rows"][:m],
+                list(self.layout.highlevel),
+                self.conditions.physical[:m],
+                list(self.info.condition_names),
+                list(self.info.condition_units),
+                self.seed,
+            )
+        return result
+
+    def generate(self, G: nn.Module, block: int, size: int) -> torch.Tensor:
+        """G's evaluation samples [size, C, *S] of a block (G: a sources.for_inference copy);
+        a G conditioned on /conditions makes sample i at reference sample i's conditions."""
+        values = None
+        if sources.condition_dim(G):
+            if self.conditions is None:
+                raise UserError(f"G takes conditions; no /conditions given for {self.info.path}")
+            values = self.conditions.values(block, size)
+        return sources.generate(G, self.z_dim, self.seed, block, size, values)
 
     def evaluate(
         self, G: nn.Module, progress: Callable[[], None] | None = None
@@ -397,19 +440,3 @@ def _load_halves(path: Path | None) -> tuple[stats.Totals, stats.Totals] | None:
         i, name = key.split(":", 1)
         halves[int(i)][name] = value
     return halves
-
-
-def evaluate(
-    G: nn.Module,
-    z_dim: int,
-    info: DatasetInfo,
-    transform: ValueTransform,
-    comm: Comm,
-    n: int = DEFAULT_N,
-    seed: int = 0,
-    device: torch.device | None = None,
-    cache_dir: Path | None = None,
-) -> dict[str, float]:
-    """Collective, one-off: build an Evaluator and evaluate G (the loop should keep one)."""
-    device = device or next(G.parameters()).device
-    return Evaluator(info, transform, comm, device, z_dim, n, seed, cache_dir).evaluate(G)

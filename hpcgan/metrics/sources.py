@@ -4,8 +4,10 @@ Real samples: the first blocks of a seeded segment order of the file (the traini
 :class:`~hpcgan.data.sharding.ShardPlan` with one block per "batch"), so a sorted file is still
 sampled evenly and each block is a few contiguous reads. Generated samples: block ``b`` holds
 global samples ``b*BLOCK ..``, whose latents come from ``draw(seed, b, STREAM_EVAL_LATENT)`` and
-whose classes (conditional G) are ``i % num_classes``. Block ``b`` is handled by rank
-``b % world``; since every statistic is a sum, the result is the same at any world size.
+whose classes (conditional G) are ``i % num_classes``, and whose continuous conditions (a G
+conditioned on /conditions) are those of real reference sample ``i % n_real``
+(:func:`reference_rows`). Block ``b`` is handled by rank ``b % world``; since every statistic
+is a sum, the result is the same at any world size.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hpcgan.condition import Condition
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import file_runs
 from hpcgan.data.sharding import ShardPlan
+from hpcgan.data.transforms import ConditionTransform
 from hpcgan.rng import STREAM_EVAL_LATENT, draw
 
 BLOCK = 128
@@ -75,6 +78,22 @@ class RealPicks:
                 lab = np.concatenate([labels[a:z] for a, z in runs]) if labels is not None else None
                 yield b, raw, lab
 
+    def conditions(self) -> np.ndarray:
+        """The /conditions rows [n, K] of all the picked samples, as stored (physical units),
+        in pick order (row r: sample r % block of block r // block), read in the same
+        contiguous runs as the samples."""
+        with h5py.File(self.info.path, "r", locking=False) as f:
+            values = f["conditions"]
+            runs = [r for b in range(self.num_blocks) for r in self._runs(b)]
+            return np.concatenate([values[a:z] for a, z in runs])
+
+
+def reference_rows(block: int, size: int, n_real: int) -> np.ndarray:
+    """The real reference rows [size] whose conditions generated samples block*BLOCK ..
+    block*BLOCK + size - 1 are made at: sample i at row i, cycling when there are more
+    generated samples than real ones."""
+    return (np.arange(size) + block * BLOCK) % n_real
+
 
 def read_samples(info: DatasetInfo, pool: np.ndarray) -> np.ndarray:
     """The samples at the ascending file indices ``pool``, as stored, in contiguous reads."""
@@ -87,6 +106,26 @@ def read_samples(info: DatasetInfo, pool: np.ndarray) -> np.ndarray:
 def latents(seed: int, block: int, z_dim: int, size: int = BLOCK) -> torch.Tensor:
     """Latents [size, z_dim] of global samples block*BLOCK .. block*BLOCK + size - 1."""
     return draw(seed, block, STREAM_EVAL_LATENT, (BLOCK, z_dim))[:size]
+
+
+class ReferenceConditions:
+    """The /conditions of the real reference samples, physical [n_real, K] as stored and
+    encoded for G by the run's ConditionTransform: what generated samples are made at."""
+
+    def __init__(self, physical: np.ndarray, transform: ConditionTransform) -> None:
+        self.physical = physical  # [n_real, K]
+        self.encoding = transform
+        self.encoded = torch.from_numpy(transform.encode(physical))  # [n_real, K] float32
+
+    def values(self, block: int, size: int) -> torch.Tensor:
+        """Encoded conditions [size, K] of generated samples block*BLOCK .. (reference_rows)."""
+        return self.encoded[reference_rows(block, size, len(self.encoded))]
+
+
+def condition_dim(G: nn.Module) -> int:
+    """How many continuous conditions (/conditions columns) G takes per sample."""
+    spec = getattr(G, "spec", None)
+    return spec.dim if spec is not None else 0
 
 
 CHUNK = 32  # samples per forward pass of generate(): faster on CPUs than whole blocks
@@ -121,10 +160,10 @@ def generate(
     z = latents(seed, block, z_dim, size).to(p.device, p.dtype)
     classes = getattr(G, "num_classes", 0)
     y = (torch.arange(size, device=p.device) + block * BLOCK) % classes if classes else None
-    spec = getattr(G, "spec", None)
-    if spec is not None and spec.dim and (values is None or values.shape != (size, spec.dim)):
+    dim = condition_dim(G)
+    if dim and (values is None or values.shape != (size, dim)):
         got = "none" if values is None else tuple(values.shape)
-        raise ValueError(f"G takes {spec.dim} conditions per sample: expected {size}, got {got}")
+        raise ValueError(f"G takes {dim} conditions per sample: expected {size}, got {got}")
     v = None if values is None else values.to(p.device, p.dtype)
     out = []
     for i in range(0, size, CHUNK):
