@@ -316,7 +316,8 @@ def summary(run: LoadedRun, records: list[dict], evaluator: Evaluator, result: R
     for name, why in evaluator.skipped.items():
         lines.append(f"skipped {name}: {why}")
     higher = [n for n in result.metrics if table.higher_is_better(n)]
-    lines.append(f"lower is better for every metric except {', '.join(higher) or 'none'}")
+    exceptions = f" except {', '.join(higher)}" if higher else ""
+    lines.append(f"lower is better for every metric{exceptions}")
     return "\n".join(lines) + "\n"
 
 
