@@ -177,15 +177,17 @@ def _plan(options: Options, out: Path, inputs: Inputs, comm: Comm) -> _Plan:
 
 
 def _symmetry(options: Options, known: Known | None, spatial: tuple[int, ...]) -> Symmetry:
-    """--symmetry (auto: a recognised file's, e.g. CaloChallenge's periodic angle axis; else
-    none), with the parts --periodic, --flips, --rotations give replaced."""
+    """--symmetry (auto: a recognised file's, e.g. CaloChallenge's periodic angle axis, when its
+    grid is kept as it is; else none), with the parts --periodic, --flips, --rotations give
+    replaced."""
     ndim = len(spatial)
     if options.symmetry == "box":
         base = Symmetry.periodic_box(spatial)
     else:
         base = Symmetry.none(ndim)
         if options.symmetry == "auto" and known is not None and known.periodic:
-            if all(axis < ndim for axis in known.periodic):
+            # Only on the recognised grid itself: after --crop or --size no axis wraps.
+            if known.shape is not None and tuple(spatial) == tuple(known.shape):
                 base = base.override(periodic=",".join(map(str, known.periodic)))
     chosen = base.override(options.periodic, options.flips, options.rotations)
     return chosen.check(spatial, "--symmetry")

@@ -1,6 +1,6 @@
 """The exact symmetries of a dataset's samples: one attribute of the file, read by the models
-(circular padding on periodic axes), augmentation and the metrics that assume a periodic box
-(docs/data.md, "Symmetries").
+(circular padding on periodic axes) and the metrics that assume a periodic box; augmentation
+by exact symmetries is to read it too (docs/data.md, "Symmetries").
 
 Axes are the spatial axes of a sample ``(C, *S)``, numbered 0..len(S)-1. Stored in the HDF5
 file as the root attribute ``symmetry``, a JSON object::

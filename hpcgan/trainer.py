@@ -195,10 +195,11 @@ class Trainer:
         self.update_D.set_lr(t.lr_d * factor)
 
     def _sample_values(self, values: torch.Tensor) -> None:
-        """Once, at the first step: rank 0's first real continuous conditions become those
-        that samples are made at, on every rank (a collective)."""
-        rank0 = self.comm.broadcast_object(values.detach().cpu())
-        self.ema.set_values(rank0)
+        """Once, at the first step: the continuous conditions of the first global batch (every
+        rank's slice, in rank order, so the same rows at any world size) become those that
+        samples are made at, on every rank (a collective)."""
+        whole = torch.cat(self.comm.allgather_object(values.detach().cpu()))
+        self.ema.set_values(whole)
 
     def step(self, step: int, batches: list[tuple[torch.Tensor, Condition]]) -> None:
         """Generator step ``step``: ``train.d_steps`` D updates, one on each of this rank's

@@ -67,6 +67,12 @@ def test_calochallenge_files_train_conditioned_and_resume_bitwise(tmp_path, voxe
     # G and D took the energy: the condition layers exist and were trained.
     assert any(k.startswith("values.") for k in a["G"]), sorted(a["G"])
     assert any("values" in k for k in a["D"]), sorted(a["D"])
+    # Samples are made at the first global batch's conditions, the same rows at any world size.
+    one = tmp_path / "one"
+    proc = launch(tiny(one, data, *common[:3], "train.steps=4", *common[4:]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = checkpoint(one, 4)["sample_values"]
+    assert values.shape == (8, 1) and torch.equal(values, b["sample_values"])
     # G makes samples of the file's shape, at given (encoded) energies, with no resizing.
     G = load_run(str(straight)).G
     x = sources.generate(G, 8, seed=0, block=0, size=3, values=torch.zeros(3, 1))

@@ -175,6 +175,11 @@ def test_symmetry_defaults_and_overrides(tmp_path, capsys):
     assert "joins axes of sides 45 and 16" in _error(capsys)
     assert convert(*calo, "--periodic", "3") == 2
     assert "--periodic '3': give spatial axes 0..2" in _error(capsys)
+    # Resampled, the grid no longer wraps: the recognised periodic angle axis is not kept.
+    assert convert(*calo, "--size", "8") == 0
+    assert read_info(out).symmetry == Symmetry.none(3)
+    assert convert(*calo) == 0
+    assert read_info(out).symmetry.periodic == (False, True, False)
 
 
 def test_synth_writes_the_kinds_symmetry(tmp_path):

@@ -139,7 +139,10 @@ def build_models(
             "of at least 2 classes"
         )
     if regression and not data.dim:
-        raise UserError("train.cond_regression needs a dataset with /conditions")
+        raise UserError(
+            "train.cond_regression needs a dataset with /conditions (and model.condition "
+            "other than none)"
+        )
     classes = data.num_classes if (cfg.conditional or aux_classifier) else 0
     spec = ConditionSpec(classes, data.names, data.units)
     embed = min(cfg.z_dim, 64) if spec else 0
