@@ -55,7 +55,6 @@ from pathlib import Path
 
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import Comm
-from hpcgan.data.transforms import make_condition_transform
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
@@ -109,7 +108,7 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
             run.eval_cache,
             inception,
             split=run.split,
-            conditions=make_condition_transform(run.info, run.cfg.data.condition_transform),
+            conditions=run.conditions,
         ),
     )
     setup = time.perf_counter()

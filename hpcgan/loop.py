@@ -162,7 +162,7 @@ class Loop:
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
                 split=self.reader.split,
-                conditions=self.reader.conditions,
+                conditions=self.reader.conditions if self.trainer.spec.dim else None,
             )
         # A beat per block: a long evaluation is progress, not a hung peer.
         beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")

@@ -43,7 +43,6 @@ from matplotlib.ticker import NullFormatter
 from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.comm.base import SingleProcess
-from hpcgan.data.transforms import make_condition_transform
 from hpcgan.errors import Command, UserError, run_command
 from hpcgan.metrics import sources, table
 from hpcgan.metrics.by_condition import plot_rows
@@ -328,7 +327,7 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     evaluator = Evaluator(
         run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
         run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache, split=run.split,
-        conditions=make_condition_transform(run.info, run.cfg.data.condition_transform),
+        conditions=run.conditions,
     )  # fmt: skip
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"

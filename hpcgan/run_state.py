@@ -239,6 +239,13 @@ def check_fits(ckpt: Checkpoint, path: Path, cfg: Config, info: DatasetInfo) -> 
             f"holds out {held} (data.holdout={cfg.data.holdout}): another split would train on "
             f"held-out samples; use data.holdout={saved_setting} or another run.dir"
         )
+    # G learnt its conditions in one encoding: another one would feed it other inputs.
+    saved_encoding = ckpt.config.get("data", {}).get("condition_transform", "auto")
+    if info.has_conditions and saved_encoding != cfg.data.condition_transform:
+        raise UserError(
+            f"{path} was trained with data.condition_transform={saved_encoding}, the config says "
+            f"{cfg.data.condition_transform}; use the same or another run.dir"
+        )
     # A model key added after the run was saved had its default's behaviour then.
     saved_model = {**dataclasses.asdict(ModelConfig()), **ckpt.config["model"]}
     current = dataclasses.asdict(cfg.model)

@@ -67,6 +67,13 @@ def test_calochallenge_files_train_conditioned_and_resume_bitwise(tmp_path, voxe
     # G and D took the energy: the condition layers exist and were trained.
     assert any(k.startswith("values.") for k in a["G"]), sorted(a["G"])
     assert any("values" in k for k in a["D"]), sorted(a["D"])
+    # Another encoding of the conditions would feed G inputs it never saw: refused, exit 2.
+    before = [(p, p.stat().st_mtime_ns) for p in resumed.rglob("*") if p.is_file()]
+    proc = launch(tiny(resumed, data, *common, "train.steps=9", "data.condition_transform=linear"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert "data.condition_transform=auto" in line and "linear" in line
+    assert all(p.stat().st_mtime_ns == t for p, t in before)  # nothing rewritten
     # Samples are made at the first global batch's conditions, the same rows at any world size.
     one = tmp_path / "one"
     proc = launch(tiny(one, data, *common[:3], "train.steps=4", *common[4:]))
