@@ -144,11 +144,20 @@ def spectral_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (spectrum.radial_power(fake).clamp_min(eps).log() - target).square().mean()
 
 
-def log_total(x: torch.Tensor) -> torch.Tensor:
-    """log of a sample's total [n] in the space G outputs: values in [-1, 1] mapped to [0, 1]
-    (a deposit that is 0 at the floor) and summed over channels and positions."""
-    deposit = (x.float() + 1) / 2
-    return deposit.sum(dim=nd.non_batch_dims(x)).clamp_min(1e-6).log()
+def g_space_deposit(x: torch.Tensor) -> torch.Tensor:
+    """G's output in [-1, 1] mapped to [0, 1]: a deposit that is 0 at the floor. The total's
+    units when no data transform is given (unit tests of the term alone)."""
+    return (x.float() + 1) / 2
+
+
+def log_total(
+    x: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor] = g_space_deposit
+) -> torch.Tensor:
+    """log of a sample's total [n]: ``decode`` (the data transform's, to the data's units)
+    summed over channels and positions."""
+    deposit = decode(x).float()
+    tiny = torch.finfo(torch.float32).tiny
+    return deposit.sum(dim=nd.non_batch_dims(x)).clamp_min(tiny).log()
 
 
 def response(total: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,14 +172,17 @@ def response(total: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def total_response_loss(
-    fake: torch.Tensor, real: torch.Tensor, values: torch.Tensor
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    values: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor] = g_space_deposit,
 ) -> torch.Tensor:
-    """Squared differences of the response of the log total to the conditions (mean line and
-    spread around it) between a generated batch and the real batch whose conditions it was
-    made at (docs/training.md, "Physics terms")."""
-    beta_f, spread_f = response(log_total(fake), values)
+    """Squared differences of the response of the log total (in the units ``decode`` gives)
+    to the conditions (mean line and spread around it) between a generated batch and the real
+    batch whose conditions it was made at (docs/training.md, "Physics terms")."""
+    beta_f, spread_f = response(log_total(fake, decode), values)
     with torch.no_grad():
-        beta_r, spread_r = response(log_total(real), values)
+        beta_r, spread_r = response(log_total(real, decode), values)
     return (beta_f - beta_r).square().sum() + (spread_f - spread_r).square()
 
 
@@ -273,16 +285,16 @@ class ConditionRegression(Term):
 
 
 class TotalResponse(Term):
-    """3DGAN's ECAL-sum term: G matches how a sample's log total follows its conditions
-    (:func:`total_response_loss`)."""
+    """3DGAN's ECAL-sum term: G matches how a sample's log total, in the data's units
+    (``decode``: the data transform's), follows its conditions (:func:`total_response_loss`)."""
 
     autocast = False  # a small linear solve, in full precision
 
-    def __init__(self, weight: float) -> None:
-        self.weight = weight
+    def __init__(self, weight: float, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.weight, self.decode = weight, decode
 
     def g(self, b: GBatch) -> torch.Tensor:
-        return self.weight * total_response_loss(b.fake, b.real, b.cond_fake.values)
+        return self.weight * total_response_loss(b.fake, b.real, b.cond_fake.values, self.decode)
 
 
 class GradientPenalty(Term):
@@ -368,9 +380,14 @@ class Objective:
         return self._add(loss, "g", b, autocast=False)
 
 
-def build(t: TrainConfig, spec: ConditionSpec | None = None) -> Objective:
-    """The objective that the ``train.*`` keys describe for models conditioned on ``spec``;
-    an unknown loss, or a term on continuous conditions that the models lack, is a UserError."""
+def build(
+    t: TrainConfig,
+    spec: ConditionSpec | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] = g_space_deposit,
+) -> Objective:
+    """The objective that the ``train.*`` keys describe for models conditioned on ``spec``,
+    whose samples ``decode`` maps to the data's units (the total-response term's totals); an
+    unknown loss, or a term on continuous conditions that the models lack, is a UserError."""
     loss = get_loss(t.loss)
     terms: list[Term] = []
     if t.aux_classifier:
@@ -383,7 +400,7 @@ def build(t: TrainConfig, spec: ConditionSpec | None = None) -> Objective:
     if t.cond_regression > 0:
         terms.append(ConditionRegression(t.cond_regression))
     if t.total_weight > 0:
-        terms.append(TotalResponse(t.total_weight))
+        terms.append(TotalResponse(t.total_weight, decode))
     if t.spectral_weight > 0:
         terms.append(Spectral(t.spectral_weight))
     if loss.gradient_penalty:

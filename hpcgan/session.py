@@ -197,7 +197,7 @@ def build(cfg: Config, comm: Comm, timer: NoTimer | None = None) -> Pieces:
     device = agree(comm, lambda: pick_device(cfg, comm))
     info, staged = open_dataset(cfg, comm)
     fit = agree(comm, lambda: fit_to_data(cfg, info))
-    trainer = Trainer(cfg, comm, fit.G, fit.D, device, timer=timer)
+    trainer = Trainer(cfg, comm, fit.G, fit.D, device, timer=timer, decode=fit.transform.decode)
     conditions = agree(comm, lambda: make_condition_transform(info, cfg.data.condition_transform))
     reader = ShardReader(info, fit.plan, comm.rank, comm.size, fit.transform, fit.split, conditions)
     return Pieces(info, device, trainer, reader, staged)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,12 +49,14 @@ class Trainer:
         D: nn.Module,
         device: torch.device,
         timer: NoTimer | None = None,
+        decode: Callable[[torch.Tensor], torch.Tensor] = objectives.g_space_deposit,
     ):
         self.cfg, self.comm, self.device = cfg, comm, device
         t = cfg.train
         self.spec = G.spec
         # An unknown train.loss, or a term the models cannot serve, stops here, before a step.
-        self.objective = objectives.build(t, self.spec)
+        # ``decode`` (the data transform's) gives the total-response term the data's units.
+        self.objective = objectives.build(t, self.spec, decode)
         self.timer = timer or NoTimer()  # hpcgan.bench passes a StepTimer
         self.dtype = _DTYPES.get(t.precision, torch.float32)
         self._memory = memory_format(D) if t.channels_last else torch.contiguous_format
