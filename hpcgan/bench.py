@@ -23,10 +23,17 @@ hooks, so "grad_average" is only the exposed wait after backward; otherwise it i
 averaging.
 Nothing is written besides the --json file (and a built-in dataset on first use, as in
 training). --cold evicts the dataset from the page cache after the warm-up.
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
+SIGTERM (nothing to save: run it again), 1 anything else.
 """
 
 from __future__ import annotations
+
+from hpcgan import stop_signals
+
+if __name__ == "__main__":  # before the heavy imports below: an early signal gives exit 75
+    stop_signals.catch(interrupting=True)
+    stop_signals.pause_for_test("entry")
 
 import argparse
 import json

@@ -1,6 +1,6 @@
 """One error hierarchy for every entry point, and the exit codes it maps to (docs/design.md,
-section 6): 0 done, 2 bad input or configuration, 75 stopped after a checkpoint, 1 anything
-else, including another rank's death.
+section 6): 0 done, 2 bad input or configuration, 75 stopped by a signal (training: after a
+checkpoint, or before the first step), 1 anything else, including another rank's death.
 
 Each command (train, sample, evaluate, report, bench, and the data preparation tool) runs its
 body through :func:`run_command`, so every one of them reports errors the same way.
@@ -13,6 +13,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from hpcgan.stop_signals import StopSignal, deliver
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -33,7 +35,8 @@ class UserError(Exception):
 
 
 class Preempted(Exception):
-    """Training stopped on a signal or time limit after a checkpoint was written (exit 75)."""
+    """Training stopped on a signal or time limit after a checkpoint was written, or on a
+    signal before the first step with nothing new to save (exit 75)."""
 
 
 class Diverged(Exception):
@@ -77,12 +80,19 @@ class Command:
 
     def run(self, body: Callable[[], int | None]) -> int:
         try:
+            deliver()  # sample, evaluate, ...: a signal caught during start-up ends them here
             code = body() or EXIT_OK
             if self.comm is not None:
                 self.comm.close()
             return code
         except Preempted:
             self.comm.close()
+            return EXIT_PREEMPTED
+        except StopSignal as e:  # only commands that have nothing to save raise it
+            print(f"{self.prog}: stopped by {e} before finishing; run it again", file=sys.stderr)
+            sys.stderr.flush()
+            if self._size > 1:  # the others may be waiting for us in a collective
+                self.comm.abort(EXIT_PREEMPTED)
             return EXIT_PREEMPTED
         except Diverged as e:  # decided alike on every rank (same averaged gradients)
             if self._rank == 0:

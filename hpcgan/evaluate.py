@@ -42,10 +42,17 @@ reference sample i; "by_condition" then holds, per condition, its bins (decades 
 column spanning more than 10x, else quantiles) with the per-sample total, max and sparsity
 compared in each (cond/<summary>_mean_rel_err, cond/<summary>_ks), their floors and verdicts
 (docs/evaluation.md, "By condition").
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
+SIGTERM (nothing to save: run it again), 1 anything else.
 """
 
 from __future__ import annotations
+
+from hpcgan import stop_signals
+
+if __name__ == "__main__":  # before the heavy imports below: an early signal gives exit 75
+    stop_signals.catch(interrupting=True)
+    stop_signals.pause_for_test("entry")
 
 import argparse
 import json

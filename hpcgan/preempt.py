@@ -1,40 +1,42 @@
 """Stop cleanly before the scheduler kills us: SIGUSR1/SIGTERM or ``train.max_minutes``.
 
-A signal only sets a flag. At each step boundary the ranks add up their flags (one tiny
-allreduce), so all of them stop after the same step even if only one was signalled; rank 0 then
-writes a checkpoint and every rank exits 75. The handlers stay until the process exits, so a late
-second signal (a forwarded copy after the agreed stop) cannot kill a rank that is shutting down.
+A signal only sets a flag (hpcgan.stop_signals, caught from the command's first line). The
+ranks add up their flags (one tiny allreduce) at each step boundary and twice during start-up,
+so all of them stop at the same point even if only one was signalled. After a step, rank 0
+writes a checkpoint; before the first step there is nothing new to save. Every rank exits 75.
+The handlers stay until the process exits, so a late second signal (a forwarded copy after the
+agreed stop) cannot kill a rank that is shutting down.
 """
 
 from __future__ import annotations
 
-import signal
 import time
+from collections.abc import Callable
 
 import numpy as np
 
+from hpcgan import stop_signals
 from hpcgan.comm.base import Comm
-
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+from hpcgan.errors import Preempted
 
 
 class StopRequest:
     def __init__(self, max_minutes: float) -> None:
-        self.signal_name: str | None = None
         self.deadline = time.monotonic() + max_minutes * 60 if max_minutes > 0 else None
-        for s in STOP_SIGNALS:
-            signal.signal(s, self._on_signal)
+        stop_signals.catch()  # already done by python -m hpcgan.train; not by a library call
 
-    def _on_signal(self, signum: int, _frame) -> None:
-        self.signal_name = signal.Signals(signum).name
+    @property
+    def signal_name(self) -> str | None:
+        return stop_signals.received()
 
     def seconds_left(self) -> float | None:
         """Time until train.max_minutes stops the run (None: no limit)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def agreed(self, comm: Comm) -> str | None:
-        """Collective: why every rank must stop now, or None to go on."""
-        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+    def agreed(self, comm: Comm, clock: bool = True) -> str | None:
+        """Collective: why every rank must stop now, or None to go on (``clock``: whether
+        train.max_minutes counts)."""
+        timed_out = clock and self.deadline is not None and time.monotonic() >= self.deadline
         local = np.array([self.signal_name is not None, timed_out], dtype=np.float64)
         signalled, out_of_time = comm.allreduce_sum(local)
         if signalled:
@@ -42,3 +44,13 @@ class StopRequest:
         if out_of_time:
             return "train.max_minutes"
         return None
+
+    def before_start(self, comm: Comm, say: Callable[[str], None]) -> None:
+        """Collective, during start-up: if any rank was asked to stop, every rank raises
+        Preempted (exit 75) now, having saved nothing; rank 0 says why through ``say``. Only
+        signals count: train.max_minutes stops after a step, so every requeue makes progress."""
+        reason = self.agreed(comm, clock=False)
+        if reason:
+            if comm.rank == 0:
+                say(f"stopping before the first step ({reason}): nothing new saved; resubmit")
+            raise Preempted(reason)

@@ -24,10 +24,17 @@ against the data (hpcgan.metrics; the real statistics are cached in RUN_DIR/eval
                    (hpcgan.metrics.verdict; docs/evaluation.md, "Verdict")
 Spectrum and Minkowski figures are drawn for fields and one-channel images, classes.png for
 labelled data, the others always (when their records exist).
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
+SIGTERM (nothing to save: run it again), 1 anything else.
 """
 
 from __future__ import annotations
+
+from hpcgan import stop_signals
+
+if __name__ == "__main__":  # before the heavy imports below: an early signal gives exit 75
+    stop_signals.catch(interrupting=True)
+    stop_signals.pause_for_test("entry")
 
 import argparse
 import json

@@ -23,10 +23,17 @@ the conditions you give, in the units of its training data:
                           held-out samples when the run holds some out), cyclically.
 The .h5 output stores them as /conditions (names and units as the data's) beside the samples;
 a PNG grid of a run with one condition shows its samples in increasing order of it.
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
+SIGTERM (nothing to save: run it again), 1 anything else.
 """
 
 from __future__ import annotations
+
+from hpcgan import stop_signals
+
+if __name__ == "__main__":  # before the heavy imports below: an early signal gives exit 75
+    stop_signals.catch(interrupting=True)
+    stop_signals.pause_for_test("entry")
 
 import argparse
 import math

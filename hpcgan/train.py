@@ -5,11 +5,18 @@
     python -m hpcgan.train model.width=32 train.steps=200          # one process
 
 A run directory that holds checkpoints is resumed from the newest one.
-Exit codes: 0 done, 2 bad input or configuration, 75 stopped after a checkpoint (resubmit),
-1 anything else.
+Exit codes: 0 done, 2 bad input or configuration, 75 stopped by SIGUSR1/SIGTERM or
+train.max_minutes after a checkpoint (a signal before the first step: nothing new saved):
+resubmit to continue; 1 anything else.
 """
 
 from __future__ import annotations
+
+from hpcgan import stop_signals
+
+if __name__ == "__main__":  # before the heavy imports below: an early signal is kept, not fatal
+    stop_signals.catch()
+    stop_signals.pause_for_test("entry")
 
 import argparse
 import sys
@@ -35,7 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train(cfg: Config, comm: Comm) -> None:
-    stop = StopRequest(cfg.train.max_minutes)  # first, so an early signal is not lost
+    stop = StopRequest(cfg.train.max_minutes)
+    stop.before_start(
+        comm, lambda line: print(f"hpcgan: {line}", flush=True)
+    )  # a signal during start-up
     cfg = agree(comm, lambda: run_state.keep_split(cfg, Path(cfg.run.dir)))
     pieces = build(cfg, comm)  # every check against the data: exit 2 before anything is written
     info, device = pieces.info, pieces.device
@@ -50,6 +60,8 @@ def train(cfg: Config, comm: Comm) -> None:
         if found is not None:  # every rank loads the same file: identical replicas
             start = agree(comm, lambda: loop.restore(*found))
             log.info(f"resuming from {found[0]} at step {start}")
+        stop_signals.pause_for_test("before_first_step")
+        stop.before_start(comm, log.info)  # data open, models built: nothing new written yet
         if comm.rank == 0:
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         log.info(
@@ -78,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(command: Command) -> None:
         args = parse_args(argv)
         cfg = load_config(args.config, args.overrides)
+        stop_signals.pause_for_test("before_mpi")
         comm = command.comm = make_comm(cfg.dist, uses_cuda(cfg))
         agree(comm, lambda: validate(cfg, comm.size))
         train(cfg, comm)

@@ -17,7 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import from its own layer or below, never above; within a layer
 # the imports must still form no cycle. The commands (last) import nothing of each other.
 LAYERS = [
-    ("primitives", {"errors", "files", "launcher", "rng", "profile", "fields", "board", "monitor"}),
+    (
+        "primitives",
+        {
+            "errors",
+            "stop_signals",
+            "files",
+            "launcher",
+            "rng",
+            "profile",
+            "fields",
+            "board",
+            "monitor",
+        },
+    ),
     ("numerics", {"nd", "spectrum", "objectives", "condition", "symmetry"}),
     ("models", {"models"}),
     ("config", {"config"}),
