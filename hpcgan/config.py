@@ -214,7 +214,8 @@ class TrainConfig:
     seed: int = option(0, "seed of everything: weights, latents, data order", range=NON_NEGATIVE)
     threads: int = option(
         0,
-        "torch threads per rank; 0 honours OMP_NUM_THREADS, else node cores / ranks on node",
+        "torch threads per rank; 0 honours OMP_NUM_THREADS, else the cores this rank is bound to"
+        " / the ranks of its node bound to them",
         range=NON_NEGATIVE,
     )
     max_minutes: float = option(

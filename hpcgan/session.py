@@ -8,8 +8,12 @@ the dataset happens here, in :func:`fit_to_data`, once at start-up.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -34,13 +38,26 @@ from hpcgan.trainer import Trainer
 
 
 def set_threads(cfg: Config, comm: Comm) -> None:
-    """train.threads, else OMP_NUM_THREADS, else this rank's share of the cores it may use."""
+    """train.threads, else OMP_NUM_THREADS, else this rank's share of the cores it may use
+    (:func:`thread_share` of every rank's binding on this node; a collective on every rank,
+    whatever it then picks, so a rank with another OMP_NUM_THREADS cannot leave the others
+    waiting)."""
+    mine = frozenset(os.sched_getaffinity(0))
+    host = socket.gethostname()
+    ranks = comm.allgather_object((host, sorted(mine)))
     n = cfg.train.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if not n:
-        usable = len(os.sched_getaffinity(0))
-        bound = usable < (os.cpu_count() or usable)  # the launcher already gave us our share
-        n = usable if bound else usable // comm.local_size
+        n = thread_share(mine, [frozenset(cpus) for h, cpus in ranks if h == host])
     torch.set_num_threads(max(1, n))
+
+
+def thread_share(mine: frozenset[int], node: list[frozenset[int]]) -> int:
+    """Threads for a rank that may use the cores ``mine``, among the bindings ``node`` of all
+    ranks on its node (its own included): each core split evenly among the ranks that may use
+    it. Unbound ranks share the node's cores; under a core binding each rank has its own; under
+    a package binding the ranks bound to a package share its cores (docs/performance.md)."""
+    users = Counter(core for cores in node for core in cores)
+    return max(1, math.floor(sum(Fraction(1, users[core]) for core in mine)))
 
 
 def uses_cuda(cfg: Config) -> bool:

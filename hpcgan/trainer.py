@@ -74,6 +74,10 @@ class Trainer:
         self.scaler_G, self.scaler_D = self.update_G.scaler, self.update_D.scaler
         self.G_run = torch.compile(self.G) if t.compile else self.G
         self.D_run = torch.compile(self.D) if t.compile else self.D
+        self._d_running_stats = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for m in self.D.modules()
+        )
         self.stats = StepStats(device)
         self.lr_scale = 1.0  # lowered by the divergence guard
         self.images_seen = 0  # global real images shown to D (d_steps batches per step)
@@ -145,9 +149,13 @@ class Trainer:
         input_grad = self.objective.input_grad(key)  # lazy R1 on this batch
         if input_grad:
             real = real.detach().requires_grad_(True)
+        # R1's double backward reads the batch-norm running statistics that the eager real
+        # pass saved; a compiled pass writes them back with copy_ (a version bump, which eager
+        # batch norm's update does not make), so the fake pass after it must run eager too.
+        eager_fake = input_grad and self._d_running_stats
         with self.timer.section("forward"), self._autocast():
             out_real = self.run_D(real, cond_real, eager=input_grad)
-            out_fake = self.run_D(fake, cond_fake)
+            out_fake = self.run_D(fake, cond_fake, eager=eager_fake)
             batch = objectives.DBatch(
                 key,
                 real,

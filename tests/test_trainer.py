@@ -122,6 +122,30 @@ def test_penalties_train_a_compiled_discriminator(monkeypatch, penalty):
     assert not same(d, snapshot(trainer.D))
 
 
+@pytest.mark.parametrize("penalty", ["train.r1_gamma=1", "train.loss=wgan-gp"])
+def test_penalties_train_a_compiled_discriminator_with_batch_norm(monkeypatch, penalty):
+    """A compiled forward writes batch norm's running statistics back with copy_, which made
+    R1's double backward through the eager real pass fail ("modified by an inplace
+    operation"); with batch norm in D the fake pass of such an update runs eager too. The
+    statistics then follow an uncompiled run's: both passes of each update counted."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m: compile_(m, backend="aot_eager"))
+    compiled, plain = (make(*c, "model.norm=batch", penalty) for c in (["train.compile=true"], []))
+    d = snapshot(compiled.D)
+    for step in range(2):
+        for trainer in (compiled, plain):
+            trainer.step(step, [(real(step), Condition())])
+    assert compiled.bad_run() == 0
+    assert not same(d, snapshot(compiled.D))
+    stats = [
+        {k: v for k, v in t.D.state_dict().items() if "running" in k or "tracked" in k}
+        for t in (compiled, plain)
+    ]
+    assert stats[0] and stats[0].keys() == stats[1].keys()
+    for k, v in stats[0].items():
+        assert torch.allclose(v.float(), stats[1][k].float(), atol=1e-4), k
+
+
 class SummingComm(SingleProcess):
     """One process that folds 1/2 into the loss, as the flat engines do at two ranks."""
 
