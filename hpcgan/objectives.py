@@ -160,20 +160,10 @@ def log_total(
     return deposit.sum(dim=nd.non_batch_dims(x)).clamp_min(tiny).log()
 
 
-# Degree of the polynomial in each (encoded) condition that the total-response term fits: a
-# line cannot see a response that bends at one end of the range (measured: a line left the
-# lowest energy decade's mean total 6.5% off while the others were within 0.1%;
-# docs/evaluation.md, "Conditioned totals (issue 22)").
-RESPONSE_DEGREE = 3
-
-
 def response(total: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """How ``total`` [n] follows ``values`` [n, K]: the coefficients [K * RESPONSE_DEGREE + 1]
-    of its ridge regression on (1, c, c^2, ...) per column and the spread (standard deviation)
-    of its residuals."""
-    c = values.float()
-    powers = [c**p for p in range(1, RESPONSE_DEGREE + 1)]
-    A = torch.cat([torch.ones_like(total)[:, None], *powers], dim=1)  # [n, K * degree + 1]
+    """How ``total`` [n] follows ``values`` [n, K]: the coefficients [K + 1] of its ridge
+    regression on (1, values) and the spread (standard deviation) of its residuals."""
+    A = torch.cat([torch.ones_like(total)[:, None], values.float()], dim=1)  # [n, K + 1]
     ridge = 1e-3 * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
     # solve_ex without its error check: no host synchronisation (the ridge keeps it regular)
     beta = torch.linalg.solve_ex(A.T @ A + ridge, A.T @ total, check_errors=False)[0]
