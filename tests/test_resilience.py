@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MPIRUN, ROOT, assert_bitwise_equal, checkpoint, launch, mpi_env, tiny
+from conftest import (
+    MPIRUN,
+    RESUME_STATE,
+    ROOT,
+    assert_bitwise_equal,
+    checkpoint,
+    launch,
+    mpi_env,
+    tiny,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 
@@ -53,10 +62,15 @@ def _wait_for(proc: subprocess.Popen, text: str, limit: float = 120) -> None:
     pytest.fail(f"never saw {text!r}")
 
 
-@pytest.mark.parametrize("np_", [1, 2])
-def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_run(tmp_path, digits_h5, np_):
+@pytest.mark.parametrize("np_,precision", [(1, "fp32"), (2, "fp32"), (2, "fp16")])
+def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_run(
+    tmp_path, digits_h5, np_, precision
+):
+    """SIGUSR1 mid-run, then a resume: the final checkpoint is the uninterrupted run's, every
+    entry of it (fp16: the loss scalers too)."""
     steps = 16
-    common = ("train.steps=16", "run.checkpoint_every=8", "run.log_every=1", "run.keep=5")
+    common = ("train.steps=16", "run.checkpoint_every=8", "run.log_every=1", "run.keep=5",
+              f"train.precision={precision}")  # fmt: skip
     straight = tmp_path / "straight"
     proc = launch(tiny(straight, digits_h5, *common), np=np_)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -73,7 +87,9 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_run(tmp_path, digit
     proc = launch(tiny(interrupted, digits_h5, *common), np=np_)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"at step {stopped_at}" in proc.stdout
-    assert_bitwise_equal(checkpoint(straight, steps), checkpoint(interrupted, steps))
+    scalers = ("scaler_G", "scaler_D") if precision == "fp16" else ()
+    expect = (*RESUME_STATE, "G_ema", *scalers)
+    assert_bitwise_equal(checkpoint(straight, steps), checkpoint(interrupted, steps), expect)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, digits_h5):
@@ -119,11 +135,31 @@ def test_killed_rank_ends_the_job_quickly(tmp_path, digits_h5):
 def test_exception_on_one_rank_aborts_all(tmp_path, digits_h5):
     args = tiny(tmp_path / "run", digits_h5, "train.steps=100000")
     t0 = time.monotonic()
-    proc = launch([str(SCRIPTS / "fail_rank.py"), "1", "3", *args], np=2, module=None, timeout=90)
+    script = [str(SCRIPTS / "fail_rank.py"), "raise", "1", "3"]
+    proc = launch([*script, *args], np=2, module=None, timeout=90)
     assert proc.returncode == 1
     assert time.monotonic() - t0 < 90
     assert "injected failure on rank 1" in proc.stderr
     assert "hpcgan: rank 1 failed" in proc.stderr
+
+
+def test_a_drifted_replica_fails_the_next_checkpoint(tmp_path, digits_h5):
+    """Rank 1's D moves by one ulp in one element after step 4 (no error anywhere): the
+    replica check before the step-4 checkpoint stops the run, exit 1, and step 4 is not
+    saved; the step-2 checkpoint, which passed the check, stays the newest."""
+    run = tmp_path / "run"
+    args = tiny(run, digits_h5, "train.steps=100000", "run.checkpoint_every=2")
+    script = [str(SCRIPTS / "fail_rank.py"), "perturb", "1", "3"]  # Trainer.step(3): step 4
+    proc = launch([*script, *args], np=2, module=None, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "parameters of rank(s) [1] differ from rank 0's" in proc.stderr
+    log = (run / "log.txt").read_text()
+    assert log.count("replicas: parameters identical on all 2 rank(s)") == 1  # step 2's
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000002.pt"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000002.pt",
+    ]
 
 
 def test_divergence_reloads_once_then_stops(tmp_path, digits_h5):

@@ -102,24 +102,30 @@ for arch, loss, precision in itertools.product(
 
 report(check="phases", D=sorted(reduced_in_phase["D"]), G=sorted(reduced_in_phase["G"]))
 
-# fp16: a batch of huge values on rank 1 only overflows D's half-precision forward there.
-trainer = make("dcgan", "ns", "fp16")
-trainer.step(0, [(batch(0), Condition())])
-d_before = [p.detach().clone() for p in trainer.D.parameters()]
-scale_before = trainer.scaler_D.get_scale()
-poisoned = batch(1) * (1e6 if comm.rank == 1 else 1.0)
-trainer.step(1, [(poisoned, Condition())])
-d_unchanged = all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
-state = comm.allgather_object(
-    (
-        d_unchanged,
-        trainer.scaler_D.get_scale() < scale_before,
-        trainer.bad_run(),
-        trainer.fingerprint(),
+
+def fp16_second_step(poison: bool) -> dict:
+    """fp16: one warm-up step, then a second whose batch is huge on rank 1 only (``poison``),
+    which overflows D's half-precision forward there. Per rank: whether D was left unchanged,
+    whether D's loss scale was lowered, the skipped-step streak; and whether replicas agree."""
+    trainer = make("dcgan", "ns", "fp16")
+    trainer.step(0, [(batch(0), Condition())])
+    d_before = [p.detach().clone() for p in trainer.D.parameters()]
+    scale_before = trainer.scaler_D.get_scale()
+    factor = 1e6 if poison and comm.rank == 1 else 1.0
+    trainer.step(1, [(batch(1) * factor, Condition())])
+    d_unchanged = all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
+    state = comm.allgather_object(
+        (
+            d_unchanged,
+            trainer.scaler_D.get_scale() < scale_before,
+            trainer.bad_run(),
+            trainer.fingerprint(),
+        )
     )
-)
-report(
-    check="fp16_overflow",
-    per_rank=[list(s[:3]) for s in state],
-    identical=len({s[3] for s in state}) == 1,
-)
+    return dict(per_rank=[list(s[:3]) for s in state], identical=len({s[3] for s in state}) == 1)
+
+
+# The control (no poison) shows that the second step is not skipped on its own while the loss
+# scale settles, so a skip in the poisoned run is the poison's, shared by every rank.
+report(check="fp16_overflow", **fp16_second_step(poison=True))
+report(check="fp16_overflow_control", **fp16_second_step(poison=False))
