@@ -201,14 +201,16 @@ def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
 @pytest.fixture(scope="session")
 def sim_cluster(tmp_path_factory):
     """A simulated 2-node cluster (tools/cluster/cluster, docs/cluster.md) for the session:
-    root only (skips with the reason otherwise); a failing bring-up as root is an error.
+    skipped with the reason only where `make test` could not provide it (tests/prereqs.py:
+    not root, or no apt-get); a missing tool or a failing bring-up as root is a failure.
     pytest's base temp folder is shared with the nodes, so tmp_path and session fixtures such
     as digits_h5 are visible on every node; each node's other /tmp is its own."""
+    from prereqs import missing
     from simcluster import SimCluster, unavailable
 
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     cluster = SimCluster(
         shared=tmp_path_factory.mktemp("cluster"), share=[tmp_path_factory.getbasetemp()]
     )
