@@ -34,9 +34,10 @@ demo: venv
 	echo "  metrics:     $(DEMO_DIR)/metrics.jsonl   log: $(DEMO_DIR)/log.txt"
 
 # Slurm + munge for tests/test_slurm.py, installed only as root with apt-get (CI, containers);
-# elsewhere install.sh says why and those tests skip with the reason (pytest -ra shows it).
+# elsewhere install.sh says why and those tests skip with the reason (pytest -ra shows it);
+# as root with apt-get a Slurm that is missing or does not start fails them (tests/prereqs.py).
 slurm:
-	tools/slurm/install.sh || echo "make: no Slurm (see above): tests/test_slurm.py will skip"
+	tools/slurm/install.sh || echo "make: no Slurm (see above): tests/test_slurm.py will skip, or fail as root with apt-get"
 
 test: venv slurm
 	$(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS)

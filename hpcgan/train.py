@@ -52,9 +52,11 @@ def train(cfg: Config, comm: Comm) -> None:
     run_dir = prepare_run_dir(cfg, comm)
     log = RunLog(run_dir if comm.rank == 0 else None)
     watchdog = Watchdog(comm, cfg.dist.timeout_s)
-    board = Board(run_dir) if comm.rank == 0 and cfg.run.tensorboard else None
+    board = None
     try:
         found = agree(comm, lambda: run_state.find_resume(cfg, info, run_dir, log.info))
+        # After the resume is accepted: a refused one (exit 2) adds no event file to the run.
+        board = Board(run_dir) if comm.rank == 0 and cfg.run.tensorboard else None
         loop = Loop(cfg, comm, pieces.trainer, pieces.reader, log, run_dir, stop, watchdog, board)
         start = 0
         if found is not None:  # every rank loads the same file: identical replicas

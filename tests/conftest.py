@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -117,15 +118,62 @@ def checkpoint(run: Path, step: int) -> dict:
     return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)
 
 
-def assert_bitwise_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D")) -> None:
-    """Two checkpoints hold the same network and optimizer tensors, bit for bit."""
-    for net in nets:
-        for k, v in a[net].items():
-            assert torch.equal(v, b[net][k]), f"{net}.{k} differs"
-    for opt in ("opt_G", "opt_D"):
-        for pid, s in a[opt]["state"].items():
-            for k, v in s.items():
-                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[opt]["state"][pid][k]))
+# What a checkpoint must hold for a resume to be tested bitwise (docs/design.md, section 5);
+# G_ema, scaler_G and scaler_D are compared too where the run has them.
+RESUME_STATE = ("G", "D", "opt_G", "opt_D", "rng", "data", "images_seen")
+
+
+def assert_bitwise_equal(a: dict, b: dict, expect: tuple[str, ...] = RESUME_STATE) -> None:
+    """Two checkpoints (or Trainer.state_dicts) hold the same run state, bit for bit: every
+    entry but ``config`` (run.dir and train.steps may differ) -- G, D, G_ema, both optimizers,
+    both GradScalers, every rank's RNG state, the data position, the guard and best value.
+    ``expect``: entries that must be there, so that the comparison is never vacuous."""
+    assert set(expect) <= set(a), f"missing: {sorted(set(expect) - set(a))}"
+    assert set(a) == set(b), f"entries differ: {sorted(set(a) ^ set(b))}"
+    for key in sorted(set(a) - {"config"}):
+        _assert_same(a[key], b[key], key)
+
+
+def _assert_same(x: object, y: object, where: str) -> None:
+    """``x`` and ``y`` are the same nested containers of the same bits (``where``: the path)."""
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        assert x.dtype == y.dtype and x.shape == y.shape, f"{where}: {x.dtype} vs {y.dtype}"
+        # Bits, not values: NaN equals NaN, -0.0 differs from 0.0.
+        bits = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in (x, y)]
+        assert torch.equal(*bits), f"{where} differs"
+    elif isinstance(x, dict):
+        assert isinstance(y, dict) and set(x) == set(y), f"{where}: keys differ"
+        for k in x:
+            _assert_same(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, (list, tuple)):
+        assert type(x) is type(y) and len(x) == len(y), f"{where}: lengths differ"
+        for i, (u, v) in enumerate(zip(x, y)):
+            _assert_same(u, v, f"{where}[{i}]")
+    elif isinstance(x, float):
+        assert isinstance(y, float) and struct.pack("<d", x) == struct.pack("<d", y), where
+    else:
+        assert x == y, f"{where}: {x!r} vs {y!r}"
+
+
+def run_files(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under run directory ``run``: its bytes and modification time (ns), by
+    relative path; equal before and after a refused resume when nothing was written."""
+    return {
+        str(p.relative_to(run)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_refused_resume_wrote_nothing(before: dict[str, tuple[bytes, int]], run: Path) -> None:
+    """``run`` is as ``before`` (run_files) was: the run's record and its checkpoints."""
+    record = {"config.yaml", "log.txt", "metrics.jsonl", "checkpoints/latest"}
+    assert record <= set(before), sorted(before)  # not vacuous: the run's own files
+    after = run_files(run)
+    assert sorted(after) == sorted(before), "files appeared or went"
+    changed = [name for name in before if after[name] != before[name]]
+    assert not changed, f"rewritten: {changed}"
 
 
 def clean_slurm_env() -> dict[str, str]:
@@ -153,14 +201,16 @@ def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
 @pytest.fixture(scope="session")
 def sim_cluster(tmp_path_factory):
     """A simulated 2-node cluster (tools/cluster/cluster, docs/cluster.md) for the session:
-    root only (skips with the reason otherwise); a failing bring-up as root is an error.
+    skipped with the reason only where `make test` could not provide it (tests/prereqs.py:
+    not root, or no apt-get); a missing tool or a failing bring-up as root is a failure.
     pytest's base temp folder is shared with the nodes, so tmp_path and session fixtures such
     as digits_h5 are visible on every node; each node's other /tmp is its own."""
+    from prereqs import missing
     from simcluster import SimCluster, unavailable
 
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     cluster = SimCluster(
         shared=tmp_path_factory.mktemp("cluster"), share=[tmp_path_factory.getbasetemp()]
     )

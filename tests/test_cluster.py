@@ -1,6 +1,7 @@
 """Multi-node behaviour on a simulated 2-node cluster, 2 ranks per node (tools/cluster,
 docs/cluster.md): the cluster itself, per-node local ranks, and training with each engine
-compared with the same run on one node. Root only; skipped with the reason otherwise."""
+compared with the same run on one node. Root only; skipped with the reason where `make test`
+could not provide the tools (not root, or no apt-get: tests/prereqs.py), failed otherwise."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import launch, tiny
+from prereqs import missing
 from simcluster import ROOT, SimCluster, unavailable
 
 from hpcgan.config import ModelConfig
@@ -37,7 +39,7 @@ def test_up_down_idempotent_and_leave_nothing(tmp_path):
     files on the nodes, down twice; then no namespace, link, mount, process or file remains."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     name = f"t{os.getpid()}"[:8]
     cluster = SimCluster(shared=tmp_path, name=name)
     links_before = _links()

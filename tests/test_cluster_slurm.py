@@ -2,8 +2,9 @@
 
 tools/cluster/slurm runs slurmctld and munged in node1 and one slurmd per node of the
 ``sim_cluster`` fixture (tests/simcluster.py); it needs root and Debian's slurm-wlm, munge and
-libpmix-dev (tools/slurm/install.sh, which `make test` runs as root). Elsewhere these tests skip
-and say why.
+libpmix-dev (tools/slurm/install.sh, which `make test` runs as root). Where it could not (not
+root, or no apt-get) these tests skip and say why; as root with apt-get they fail
+(tests/prereqs.py).
 
 The template runs once through ``srun --mpi=pmix`` and once through ``mpirun``, 2 ranks per
 node, both jobs at the same time (each node offers 4 CPUs). Slurm itself sends the walltime
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from conftest import clean_slurm_env
+from prereqs import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "jobs" / "slurm.sbatch"
@@ -106,7 +108,7 @@ def slurm(sim_cluster) -> Iterator[Slurm]:
         timeout=60,
     )
     if check.returncode != 0:
-        pytest.skip(f"Slurm not available: {(check.stdout + check.stderr).strip()}")
+        missing(f"Slurm not available: {(check.stdout + check.stderr).strip()}")
     env = clean_slurm_env()
     # 4 CPUs per node: the srun and the mpirun job (2 ranks per node each) run side by side.
     tool_env = sim_cluster.env({"HPCGAN_SLURM_CPUS": "4"})

@@ -8,7 +8,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bitwise_equal, checkpoint, launch, tiny
+from conftest import (
+    RESUME_STATE,
+    assert_bitwise_equal,
+    assert_refused_resume_wrote_nothing,
+    checkpoint,
+    launch,
+    run_files,
+    tiny,
+)
 
 from hpcgan.data.format import read_info
 from hpcgan.metrics import sources
@@ -63,17 +71,19 @@ def test_calochallenge_files_train_conditioned_and_resume_bitwise(tmp_path, voxe
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "at step 4" in proc.stdout
     a, b = checkpoint(straight, 8), checkpoint(resumed, 8)
-    assert_bitwise_equal(a, b, nets=("G", "D", "G_ema"))
+    assert_bitwise_equal(a, b, expect=(*RESUME_STATE, "G_ema"))
     # G and D took the energy: the condition layers exist and were trained.
     assert any(k.startswith("values.") for k in a["G"]), sorted(a["G"])
     assert any("values" in k for k in a["D"]), sorted(a["D"])
     # Another encoding of the conditions would feed G inputs it never saw: refused, exit 2.
     before = [(p, p.stat().st_mtime_ns) for p in resumed.rglob("*") if p.is_file()]
+    files = run_files(resumed)
     proc = launch(tiny(resumed, data, *common, "train.steps=9", "data.condition_transform=linear"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = proc.stderr.strip().splitlines()
     assert "data.condition_transform=auto" in line and "linear" in line
     assert all(p.stat().st_mtime_ns == t for p, t in before)  # nothing rewritten
+    assert_refused_resume_wrote_nothing(files, resumed)  # nor added (TensorBoard events)
     # Samples are made at the first global batch's conditions, the same rows at any world size.
     one = tmp_path / "one"
     proc = launch(tiny(one, data, *common[:3], "train.steps=4", *common[4:]))

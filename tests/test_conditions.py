@@ -8,7 +8,7 @@ import io
 
 import pytest
 import torch
-from conftest import small_trainer
+from conftest import assert_bitwise_equal, small_trainer
 
 from hpcgan import objectives
 from hpcgan.condition import Condition, ConditionSpec
@@ -128,6 +128,8 @@ def test_resume_with_conditions_is_bitwise(mode):
     for key in ("G", "D", "G_ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), (key, name)
+    # ... and the rest of the trainer's state: both optimizers, the EMA's bookkeeping.
+    assert_bitwise_equal(a, b, expect=("G", "D", "G_ema", "opt_G", "opt_D", "images_seen"))
     assert whole.fingerprint() == resumed.fingerprint()
 
 

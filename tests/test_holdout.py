@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import Replay, launch
+from conftest import Replay, assert_refused_resume_wrote_nothing, launch, run_files
 
 from hpcgan.data import synth
 from hpcgan.data.holdout import AUTO_MIN_SAMPLES, Split, file_runs, holdout_count, make_split
@@ -212,9 +212,11 @@ def test_training_evaluates_on_held_out_data_and_resumes_only_with_its_split(tmp
     evals = [r for r in record if "eval/memo_ratio" in r]
     assert evals and np.isfinite(evals[-1]["eval/memo_ratio"])
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["holdout"] == "0.3"
+    files = run_files(run)
     changed = launch([*base, "data.holdout=0.1", "train.steps=4"])
     assert changed.returncode == 2
     assert changed.stderr.strip().count("\n") == 0 and "holding out 240" in changed.stderr
+    assert_refused_resume_wrote_nothing(files, run)
     same = launch([*base, "data.holdout=0.3", "train.steps=4"])
     assert same.returncode == 0, same.stderr[-3000:]
     out = launch([str(run), "--n", "256"], module="hpcgan.evaluate")

@@ -127,6 +127,13 @@ def test_every_arch_loss_precision_at_two_ranks():
     assert overflow["identical"]
     assert all(unchanged and lowered for unchanged, lowered, _ in overflow["per_rank"])
     assert len({streak for *_, streak in overflow["per_rank"]}) == 1
+    # Without the poison the same second step updates D on every rank with the scale kept:
+    # the skip above is the overflow's, shared by all, not the loss scale still settling.
+    (control,) = [r for r in records if r["check"] == "fp16_overflow_control"]
+    assert control["identical"] and len(control["per_rank"]) == 2
+    assert control["step"] == overflow["step"] >= 1  # the same step, after a warm-up
+    assert all(r == [False, False, 0] for r in control["per_rank"]), control
+    assert all(streak >= 1 for *_, streak in overflow["per_rank"])
 
 
 @pytest.mark.parametrize(

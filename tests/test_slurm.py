@@ -3,9 +3,10 @@ finish.
 
 The cluster (munged, slurmctld, slurmd on localhost, state in a temporary folder) is started
 once for this module. It needs root and Debian's slurm-wlm and munge, which `make test`
-installs when it runs as root with apt-get (tools/slurm/install.sh); elsewhere these tests
-skip and say why (pytest -rs shows it). Every wait is bounded, so a broken job fails a test
-instead of hanging it.
+installs when it runs as root with apt-get (tools/slurm/install.sh); where it could not (not
+root, or no apt-get) these tests skip and say why (pytest -rs shows it), elsewhere a Slurm
+that is missing or does not come up fails them (tests/prereqs.py). Every wait is bounded, so
+a broken job fails a test instead of hanging it.
 
 Slurm holds a requeued job back for AuthInfo's cred_expire seconds (Reason=BeginTime; 120 s by
 default, and releasing it sooner fails with "Job credential revoked"); the test cluster sets
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import clean_slurm_env
+from prereqs import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "jobs" / "slurm.sbatch"
@@ -139,13 +141,13 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
-        pytest.skip("a test Slurm needs root (slurmd, SlurmUser=root); run make test as root")
+        missing("a test Slurm needs root (slurmd, SlurmUser=root); run make test as root")
     # `make test` installs Slurm (as root with apt-get); the tests only look for it.
     check = subprocess.run(
         [str(TOOLS / "install.sh"), "--check"], capture_output=True, text=True, timeout=60
     )
     if check.returncode != 0:
-        pytest.skip(f"Slurm not available: {(check.stdout + check.stderr).strip()}")
+        missing(f"Slurm not available: {(check.stdout + check.stderr).strip()}")
     # A short absolute path: slurmd's per-step UNIX sockets live under it.
     state = Path(tempfile.mkdtemp(prefix="hpcgan-slurm-", dir="/tmp"))
     try:
@@ -157,7 +159,7 @@ def cluster() -> Iterator[Cluster]:
             check=False,
         )
         if start.returncode != 0:
-            pytest.skip(f"the test Slurm did not come up: {start.stderr.strip()[-2000:]}")
+            missing(f"the test Slurm did not come up: {start.stderr.strip()[-2000:]}")
         conf = re.search(r"SLURM_CONF=(\S+)", start.stdout)
         assert conf, start.stdout
         env = clean_slurm_env()
@@ -205,7 +207,7 @@ def _checkpoint_step(run: Path) -> int:
 def test_template_requeues_itself(cluster: Cluster, tmp_path: Path, launcher: str) -> None:
     """Stub trainer: the batch shell's USR1 reaches both ranks, 75 requeues, the rerun ends 0."""
     if launcher == "srun" and not cluster.pmix:
-        pytest.skip("srun --mpi=pmix does not work on this machine (see the fixture's output)")
+        missing("srun --mpi=pmix does not work on this machine (see the fixture's output)")
     stub = tmp_path / "python"
     stub.write_text(STUB_TRAINER)
     stub.chmod(0o755)
@@ -254,7 +256,7 @@ def test_trainer_checkpoints_requeues_and_finishes(
 ) -> None:
     """The real trainer on 2 ranks: USR1 -> checkpoint, exit 75 -> requeue -> resume -> done."""
     if launcher == "srun" and not cluster.pmix:
-        pytest.skip("srun --mpi=pmix does not work on this machine (see the fixture's output)")
+        missing("srun --mpi=pmix does not work on this machine (see the fixture's output)")
     run = tmp_path / "run"
     args = [*_train_args(digits_h5), "train.steps=120", "run.checkpoint_every=10"]
     job = cluster.sbatch(

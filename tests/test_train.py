@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from conftest import ROOT, launch, mpi_env, tiny
+from conftest import ROOT, assert_refused_resume_wrote_nothing, launch, mpi_env, run_files, tiny
 
 from hpcgan.data.write import write_dataset
 
@@ -116,9 +116,13 @@ def test_changed_model_against_checkpoint_is_refused(tmp_path, digits_h5):
     run = tmp_path / "run"
     assert launch(tiny(run, digits_h5, "train.steps=4", "run.checkpoint_every=4")).returncode == 0
     before = (run / "checkpoints" / "step-00000004.pt").read_bytes()
+    files = run_files(run)
     proc = launch([*tiny(run, digits_h5, "train.steps=8"), "model.width=16"])
     assert "model.width=8" in _one_error_line(proc)
     assert (run / "checkpoints" / "step-00000004.pt").read_bytes() == before
+    # config.yaml, log.txt, metrics.jsonl, TensorBoard's events: not one byte, not one mtime.
+    assert list((run / "tensorboard").iterdir())
+    assert_refused_resume_wrote_nothing(files, run)
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -187,6 +191,7 @@ def test_checkpoint_of_other_data_is_refused_but_a_copy_resumes(tmp_path, digits
     run = tmp_path / "run"
     assert launch(tiny(run, digits_h5, "train.steps=2", "run.checkpoint_every=2")).returncode == 0
     before = sorted(p.read_bytes() for p in (run / "checkpoints").iterdir())
+    files = run_files(run)
     inverted = tmp_path / "inverted.h5"
     with h5py.File(digits_h5, "r") as f:
         write_dataset(inverted, 255 - f["images"][:], f["labels"][:], kind="image", source="t")
@@ -194,6 +199,7 @@ def test_checkpoint_of_other_data_is_refused_but_a_copy_resumes(tmp_path, digits
         line = _one_error_line(launch(tiny(run, other, "train.steps=4")))
         assert "was trained on other data" in line and other.name in line
     assert sorted(p.read_bytes() for p in (run / "checkpoints").iterdir()) == before
+    assert_refused_resume_wrote_nothing(files, run)
     copy = tmp_path / "scratch" / "digits.h5"
     copy.parent.mkdir()
     shutil.copy(digits_h5, copy)

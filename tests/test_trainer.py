@@ -203,3 +203,39 @@ def test_without_g_ema_every_rank_samples_with_the_same_batch_norm_statistics():
     samplers = [t.sampler() for t in ranks]
     assert samplers[0] is ranks[0].G and samplers[0].training  # G goes on training
     assert same(list(samplers[0].buffers()), list(samplers[1].buffers()))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
+def test_fingerprint_catches_a_one_element_change_in_any_parameter(precision):
+    """The replica check (Loop.check_replicas) rests on this: the smallest change of one
+    element of any of G's or D's parameters (one ulp) changes the fingerprint, and undoing it
+    restores it."""
+    trainer = make(f"train.precision={precision}")
+    trainer.step(0, [(real(0), Condition())])  # trained values, not only the initialisation
+    original = trainer.fingerprint()
+    assert trainer.fingerprint() == original  # a pure function of the parameters
+    named = [(f"{n}.{k}", p) for n, m in (("G", trainer.G), ("D", trainer.D))
+             for k, p in m.named_parameters()]  # fmt: skip
+    assert len(named) > 10
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in named:
+            flat = p.view(-1)
+            i = int(torch.randint(flat.numel(), (1,), generator=g))
+            kept = flat[i].clone()
+            flat[i] = torch.nextafter(kept, torch.tensor(float("inf"), dtype=kept.dtype))
+            assert trainer.fingerprint() != original, f"a change of {name}[{i}] was missed"
+            flat[i] = kept
+            assert trainer.fingerprint() == original, name
+
+
+def test_fingerprint_leaves_out_batch_norm_statistics():
+    """Running statistics are each rank's own (it normalises its own slice of the batch), so
+    they must not make identical replicas look different."""
+    trainer = make()
+    original = trainer.fingerprint()
+    stats = [b for m in (trainer.G, trainer.D) for n, b in m.named_buffers() if "running" in n]
+    assert stats
+    with torch.no_grad():
+        stats[0].add_(1.0)
+    assert trainer.fingerprint() == original

@@ -102,24 +102,67 @@ for arch, loss, precision in itertools.product(
 
 report(check="phases", D=sorted(reduced_in_phase["D"]), G=sorted(reduced_in_phase["G"]))
 
-# fp16: a batch of huge values on rank 1 only overflows D's half-precision forward there.
-trainer = make("dcgan", "ns", "fp16")
-trainer.step(0, [(batch(0), Condition())])
-d_before = [p.detach().clone() for p in trainer.D.parameters()]
-scale_before = trainer.scaler_D.get_scale()
-poisoned = batch(1) * (1e6 if comm.rank == 1 else 1.0)
-trainer.step(1, [(poisoned, Condition())])
-d_unchanged = all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters()))
-state = comm.allgather_object(
-    (
-        d_unchanged,
-        trainer.scaler_D.get_scale() < scale_before,
-        trainer.bad_run(),
-        trainer.fingerprint(),
+
+def snapshot(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def moved(before: list[torch.Tensor], module) -> bool:
+    return not all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+# Without R1: with fp16 every lazy-R1 D update overflows on its own and is skipped, at any loss
+# scale (the scale halves every r1_every steps and never settles), which would hide the skip
+# under test.
+FP16_OVERFLOW = ("dcgan", "ns", "fp16", "train.r1_gamma=0")
+
+
+def fp16_settled_step() -> int:
+    """The first fp16 step that updates both G and D, as the step before it did: the first
+    steps overflow at the initial loss scale and are skipped while it settles, so only at such
+    a step can a skip be told apart from the settling."""
+    trainer = make(*FP16_OVERFLOW)
+    clean_before = False
+    for step in range(40):  # the same on every rank: the skips are decided alike
+        g, d = snapshot(trainer.G), snapshot(trainer.D)
+        trainer.step(step, [(batch(step), Condition())])
+        clean = moved(g, trainer.G) and moved(d, trainer.D)
+        if clean and clean_before:
+            return step
+        clean_before = clean
+    raise RuntimeError("the fp16 loss scales did not settle in 40 steps")
+
+
+def fp16_overflow_step(step: int, poison: bool) -> dict:
+    """fp16: steps 0..step-1 as they are, then step ``step`` with a batch that is huge on
+    rank 1 only (``poison``), which overflows D's half-precision forward there. Per rank:
+    whether that step left D unchanged and lowered D's loss scale, and the skipped-step streak
+    it ends; whether the replicas agree."""
+    trainer = make(*FP16_OVERFLOW)
+    for s in range(step):
+        trainer.step(s, [(batch(s), Condition())])
+    trainer.bad_run()  # from here on it counts only the step below
+    d_before = snapshot(trainer.D)
+    scale_before = trainer.scaler_D.get_scale()
+    factor = 1e6 if poison and comm.rank == 1 else 1.0
+    trainer.step(step, [(batch(step) * factor, Condition())])
+    state = comm.allgather_object(
+        (
+            not moved(d_before, trainer.D),
+            trainer.scaler_D.get_scale() < scale_before,
+            trainer.bad_run(),
+            trainer.fingerprint(),
+        )
     )
-)
-report(
-    check="fp16_overflow",
-    per_rank=[list(s[:3]) for s in state],
-    identical=len({s[3] for s in state}) == 1,
-)
+    return dict(
+        per_rank=[list(s[:3]) for s in state],
+        identical=len({s[3] for s in state}) == 1,
+        step=step,
+    )
+
+
+# The control (no poison) shows that the same step is not skipped on its own (the loss scale
+# has settled), so a skip in the poisoned run is the poison's, shared by every rank.
+settled = fp16_settled_step()
+report(check="fp16_overflow", **fp16_overflow_step(settled, poison=True))
+report(check="fp16_overflow_control", **fp16_overflow_step(settled, poison=False))
