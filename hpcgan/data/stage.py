@@ -215,10 +215,10 @@ def _copy_verified(source: Path, copy: Path, identity: dict) -> None:
             raise UserError(f"data.stage: {source} changed while it was being copied")
         bad = check_copy(source, tmp, identity["checksums"] is not None)
         if bad:
-            where, detail = bad
+            where = f"/{bad}" if bad in ("labels", conditions.DATASET) else "/images"
             raise UserError(
                 f"data.stage: {where} of the copy of {source} in {copy.parent} fails its "
-                f"CRC-32 check ({detail}); the source or the node-local disk is damaged "
+                f"CRC-32 check ({bad}); the source or the node-local disk is damaged "
                 f"(`python -m data_prep verify {source}` tells which)"
             )
         shutil.copystat(source, tmp)  # the source's times: the copy reads as the same file
@@ -227,13 +227,12 @@ def _copy_verified(source: Path, copy: Path, identity: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_copy(source: Path, copy: Path, has_checksums: bool) -> tuple[str, str] | None:
-    """What fails in ``copy`` as (where, what), or None: every chunk of /images against the
-    source's CRC-32 table, /labels and /conditions against their CRCs; without checksums, the
-    whole file's CRC-32."""
+def check_copy(source: Path, copy: Path, has_checksums: bool) -> str | None:
+    """What fails in ``copy`` (None: nothing): every chunk of /images against the source's
+    CRC-32 table ("K chunk(s), first samples A..B"), /labels and /conditions against their
+    CRCs ("labels", "conditions"); without checksums, the whole file's CRC-32."""
     if not has_checksums:
-        same = _file_crc(source) == _file_crc(copy)
-        return None if same else ("the file", "file contents differ")
+        return None if _file_crc(source) == _file_crc(copy) else "file contents differ"
     with h5py.File(source, "r", locking=False) as f:
         expected = f[CHECKSUMS][()]
         labels = f.attrs.get("labels_crc32")
@@ -247,18 +246,17 @@ def check_copy(source: Path, copy: Path, has_checksums: bool) -> tuple[str, str]
             [chunk_crc32s(images[start:stop], chunk) for start, stop in blocks(info.n, step)]
         )
         if labels is not None and "labels" in f and int(labels) != labels_crc32(f["labels"]):
-            return "/labels", "one CRC-32 for all labels"
+            return "labels"
         if conditions_crc is not None and (
             conditions.DATASET not in f
             or int(conditions_crc) != conditions.crc32(f[conditions.DATASET])
         ):
-            return f"/{conditions.DATASET}", "one CRC-32 for all conditions"
+            return conditions.DATASET
     if found.shape != expected.shape:
-        return "/images", f"{len(found)} chunks, the source's table has {len(expected)}"
+        return f"{len(found)} chunks, the source's table has {len(expected)}"
     bad = np.flatnonzero(found != expected)
     if len(bad):
-        k = int(bad[0])
-        return f"/images chunk {k}", f"{len(bad)} chunk(s), first {chunk_span(k, chunk, info.n)}"
+        return f"{len(bad)} chunk(s), first {chunk_span(int(bad[0]), chunk, info.n)}"
     return None
 
 
