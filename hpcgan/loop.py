@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from hpcgan import images, run_state
+from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
@@ -18,12 +19,17 @@ from hpcgan.errors import Diverged, Preempted, UserError
 from hpcgan.metrics.by_condition import worst_bins
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
 from hpcgan.monitor import RunLog, format_eta
-from hpcgan.preempt import StopRequest
+from hpcgan.preempt import READ_FAILED, StopRequest
 from hpcgan.run_state import Checkpoint
 from hpcgan.trainer import Trainer
 from hpcgan.watchdog import Watchdog
 
 _DETAIL = ("/class_frac/", "/sep/")  # metric families the log line summarises
+
+
+def _reraise(error: UserError | None) -> None:
+    if error is not None:
+        raise error
 
 
 @dataclass
@@ -70,15 +76,15 @@ class Loop:
             f"training steps {start}..{steps} | {self.comm.size} rank(s), engine "
             f"{self.comm.name} | global batch {cfg.train.batch_size}"
         )
-        d_steps = cfg.train.d_steps  # global batches read per generator step
         pin = self.trainer.device.type == "cuda"
-        batches = Prefetcher(self.reader, first_batch=self.next_batch(start), pin=pin)
+        feed = Prefetcher(self.reader, first_batch=self.next_batch(start), pin=pin)
         try:
             step = start
+            batches = self._fetch_agreed(feed)
             t_last, s_last = time.perf_counter(), step
             while step < steps:
                 self.watchdog.beat(f"in step {step}")
-                self.trainer.step(step, [batches.next() for _ in range(d_steps)])
+                self.trainer.step(step, batches)
                 step += 1
                 last = step == steps
                 logs = step % r.log_every == 0 or last
@@ -92,7 +98,8 @@ class Loop:
                 streak = self.trainer.bad_run() if (logs or saves or evals) else 0
                 if streak >= cfg.train.max_bad_steps:
                     step = self._recover(step, streak)
-                    batches.seek(self.next_batch(step))
+                    feed.seek(self.next_batch(step))
+                    batches = self._fetch_agreed(feed)
                     t_last, s_last = time.perf_counter(), step
                     continue
                 if logs:
@@ -105,7 +112,12 @@ class Loop:
                     self._evaluate(step)
                 if saves:
                     self.save(step)
-                reason = self.stop.agreed(self.comm)  # sync point: all stop after the same step
+                # The next step's batches are read before the sync point, so that a rank
+                # that cannot read them (a damaged chunk) stops every rank there, exit 2.
+                batches, failed = self._fetch(feed) if not last else ([], None)
+                reason = self.stop.agreed(self.comm, read_failed=failed is not None)  # sync point
+                if reason == READ_FAILED:
+                    agree(self.comm, functools.partial(_reraise, failed))
                 if reason and not last:
                     # Never leave a diverged state as the newest checkpoint to resume from.
                     if not saves and self.trainer.bad_run() < cfg.train.max_bad_steps:
@@ -113,7 +125,22 @@ class Loop:
                     self.log.info(f"stopping after step {step} ({reason}); resubmit to continue")
                     raise Preempted(reason)
         finally:
-            batches.close()
+            feed.close()
+
+    def _fetch(self, feed: Prefetcher) -> tuple[list, UserError | None]:
+        """The next step's train.d_steps batches, or the UserError that reading them raised
+        (a chunk that fails its checksum: hpcgan/data/integrity.py), for the ranks to agree on."""
+        try:
+            return [feed.next() for _ in range(self.cfg.train.d_steps)], None
+        except UserError as e:
+            return [], e
+
+    def _fetch_agreed(self, feed: Prefetcher) -> list:
+        """Collective: the next step's batches, or every rank exits 2 with the failing rank's
+        line (before the first step of a run or after a reload, where no step sync follows)."""
+        batches, failed = self._fetch(feed)
+        agree(self.comm, functools.partial(_reraise, failed))
+        return batches
 
     def _recover(self, step: int, streak: int) -> int:
         """After max_bad_steps non-finite steps: reload the last checkpoint once, lower lr."""

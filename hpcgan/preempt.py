@@ -19,6 +19,8 @@ from hpcgan import stop_signals
 from hpcgan.comm.base import Comm
 from hpcgan.errors import Preempted
 
+READ_FAILED = "a rank could not read its next batch"
+
 
 class StopRequest:
     def __init__(self, max_minutes: float) -> None:
@@ -33,12 +35,16 @@ class StopRequest:
         """Time until train.max_minutes stops the run (None: no limit)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def agreed(self, comm: Comm, clock: bool = True) -> str | None:
+    def agreed(self, comm: Comm, clock: bool = True, read_failed: bool = False) -> str | None:
         """Collective: why every rank must stop now, or None to go on (``clock``: whether
-        train.max_minutes counts)."""
+        train.max_minutes counts). ``read_failed``: this rank could not read its next batch (a
+        damaged chunk); any rank's failure comes first (READ_FAILED), the caller then agrees
+        on the error itself."""
         timed_out = clock and self.deadline is not None and time.monotonic() >= self.deadline
-        local = np.array([self.signal_name is not None, timed_out], dtype=np.float64)
-        signalled, out_of_time = comm.allreduce_sum(local)
+        local = np.array([self.signal_name is not None, timed_out, read_failed], np.float64)
+        signalled, out_of_time, failed = comm.allreduce_sum(local)
+        if failed:
+            return READ_FAILED
         if signalled:
             return self.signal_name or "a signal to another rank"
         if out_of_time:

@@ -113,6 +113,27 @@ def small_trainer(*overrides: str, spec=None):
     return Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
 
 
+def rot(path: Path, offset: int, nbytes: int = 64, mask: int = 0xFF) -> None:
+    """Flip the ``mask`` bits of ``nbytes`` bytes of the file at ``offset`` as bit rot does: in
+    place, the file's size and modification time left as they were."""
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(nbytes))
+        f.seek(offset)
+        f.write(bytes(b ^ mask for b in data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def rot_chunk(path: Path, k: int, dataset: str = "images") -> None:
+    """64 bytes in the middle of chunk ``k`` of ``dataset``, found where HDF5 stores it."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        where = f[dataset].id.get_chunk_info(k)
+    rot(path, where.byte_offset + where.size // 2)
+
+
 def checkpoint(run: Path, step: int) -> dict:
     """The checkpoint of ``step`` in run directory ``run``, as training saved it."""
     return torch.load(run / "checkpoints" / f"step-{step:08d}.pt", weights_only=True)

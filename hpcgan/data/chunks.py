@@ -43,7 +43,7 @@ class ChunkTable:
         block = np.ascontiguousarray(block)
         rows = block.reshape(block.shape[0], block.shape[1], -1)  # [B, C, prod(S)]
         starts = np.arange(0, len(block), chunk)
-        checksums = partial(_crc32s, block, starts, chunk)
+        checksums = partial(chunk_crc32s, block, chunk)
         crc = helper.submit(checksums) if helper else None
         low = np.minimum.reduceat(rows.min(axis=2), starts).astype(np.float64)
         high = np.maximum.reduceat(rows.max(axis=2), starts).astype(np.float64)
@@ -52,7 +52,7 @@ class ChunkTable:
         np.square(values, out=values)
         squares = np.add.reduceat(values.sum(axis=2), starts)
         count = np.diff(np.append(starts, len(block))) * rows.shape[2]
-        crc32 = np.array(crc.result() if crc else checksums(), dtype=np.uint32)
+        crc32 = crc.result() if crc else checksums()
         return cls(count, low, high, total, squares, crc32)
 
     @classmethod
@@ -106,5 +106,15 @@ def first_nonfinite(values: np.ndarray) -> int:
     return int(np.flatnonzero(~finite)[0])
 
 
-def _crc32s(block: np.ndarray, starts: np.ndarray, chunk: int) -> list[int]:
-    return [zlib.crc32(block[s : s + chunk]) for s in starts]
+def chunk_span(k: int, chunk: int, n: int) -> str:
+    """The samples chunk ``k`` of /images holds, as messages name them: "samples 16..31"."""
+    return f"samples {k * chunk}..{min(n, (k + 1) * chunk) - 1}"
+
+
+def chunk_crc32s(block: np.ndarray, chunk: int) -> np.ndarray:
+    """The /images_crc32 entries of a block [B, C, *S] that starts on a chunk boundary: [K]
+    uint32, the CRC-32 of each chunk's values in C order. The one definition of a chunk's
+    checksum: writers, `scan`, staging and the training reader all call it."""
+    block = np.ascontiguousarray(block)
+    crcs = [zlib.crc32(block[s : s + chunk]) for s in range(0, len(block), chunk)]
+    return np.array(crcs, dtype=np.uint32)

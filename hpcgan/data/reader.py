@@ -12,6 +12,7 @@ import torch
 from hpcgan.condition import Condition
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.holdout import Split, file_runs
+from hpcgan.data.integrity import ChunkCheck
 from hpcgan.data.sharding import ShardPlan
 from hpcgan.data.transforms import ConditionTransform, ValueTransform, make_condition_transform
 
@@ -25,7 +26,9 @@ class ShardReader:
     of the training samples only (holdout.py), with those samples' labels and conditions.
 
     The file is opened on first use, in the process that reads (never before a fork), without
-    HDF5 file locking (which parallel file systems often do not support).
+    HDF5 file locking (which parallel file systems often do not support). What it reads is
+    checked against the file's CRC-32s (hpcgan.data.integrity): a damaged chunk is a
+    SchemaError naming the file and the chunk.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ShardReader:
         # /conditions are encoded by `conditions` (default: data.condition_transform=auto)
         self.conditions = conditions or make_condition_transform(info)
         self._file: h5py.File | None = None
+        self._check: ChunkCheck | None = None
         self.samples_read = 0
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None, h5py.Dataset | None]:
@@ -52,7 +56,13 @@ class ShardReader:
             # Without compression, no chunk cache: the reads are contiguous runs, and the cache
             # would read whole chunks to serve a part (measured 1.7-1.9x faster raw reads).
             cache = {} if self.info.compression else {"rdcc_nbytes": 0}
-            self._file = h5py.File(self.info.path, "r", locking=False, **cache)
+            f = h5py.File(self.info.path, "r", locking=False, **cache)
+            try:
+                self._check = ChunkCheck(self.info.path, f, self.info.chunk_samples)
+            except BaseException:
+                f.close()
+                raise
+            self._file = f
         labels = self._file["labels"] if self.info.has_labels else None
         conditions = self._file["conditions"] if self.info.has_conditions else None
         return self._file["images"], labels, conditions
@@ -69,7 +79,7 @@ class ShardReader:
         pos = 0
         for a, b in runs:
             rows = np.s_[pos : pos + b - a]
-            images.read_direct(raw, np.s_[a:b], rows)
+            self._check.read(images, raw, a, b, pos)
             if labels is not None:
                 labels.read_direct(out_labels, np.s_[a:b], rows)
             if values is not None:
@@ -83,7 +93,7 @@ class ShardReader:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None
+            self._file = self._check = None
 
 
 class Prefetcher:

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from hpcgan.data import conditions
+from hpcgan.data.chunks import chunk_crc32s, chunk_span
 from hpcgan.data.format import (
     CHECKSUMS,
     PathLike,
@@ -214,9 +215,11 @@ def _copy_verified(source: Path, copy: Path, identity: dict) -> None:
             raise UserError(f"data.stage: {source} changed while it was being copied")
         bad = check_copy(source, tmp, identity["checksums"] is not None)
         if bad:
+            where = f"/{bad}" if bad in ("labels", conditions.DATASET) else "/images"
             raise UserError(
-                f"data.stage: the copy of {source} in {copy.parent} fails its CRC-32 check "
-                f"({bad}); the source or the node-local disk is damaged"
+                f"data.stage: {where} of the copy of {source} in {copy.parent} fails its "
+                f"CRC-32 check ({bad}); the source or the node-local disk is damaged "
+                f"(`python -m data_prep verify {source}` tells which)"
             )
         shutil.copystat(source, tmp)  # the source's times: the copy reads as the same file
         replace_durably(tmp, copy)
@@ -226,8 +229,8 @@ def _copy_verified(source: Path, copy: Path, identity: dict) -> None:
 
 def check_copy(source: Path, copy: Path, has_checksums: bool) -> str | None:
     """What fails in ``copy`` (None: nothing): every chunk of /images against the source's
-    CRC-32 table, /labels and /conditions against their CRCs; without checksums, the whole
-    file's CRC-32."""
+    CRC-32 table ("K chunk(s), first samples A..B"), /labels and /conditions against their
+    CRCs ("labels", "conditions"); without checksums, the whole file's CRC-32."""
     if not has_checksums:
         return None if _file_crc(source) == _file_crc(copy) else "file contents differ"
     with h5py.File(source, "r", locking=False) as f:
@@ -237,26 +240,23 @@ def check_copy(source: Path, copy: Path, has_checksums: bool) -> str | None:
     info = read_info(copy)
     chunk = info.chunk_samples
     step = block_samples(chunk, info.sample_nbytes)
-    found = []
     with h5py.File(copy, "r", locking=False) as f:
         images = f["images"]
-        for start, stop in blocks(info.n, step):
-            values = np.ascontiguousarray(images[start:stop])  # [B, C, *S]
-            found += [zlib.crc32(values[s : s + chunk]) for s in range(0, len(values), chunk)]
+        found = np.concatenate(
+            [chunk_crc32s(images[start:stop], chunk) for start, stop in blocks(info.n, step)]
+        )
         if labels is not None and "labels" in f and int(labels) != labels_crc32(f["labels"]):
             return "labels"
         if conditions_crc is not None and (
             conditions.DATASET not in f
             or int(conditions_crc) != conditions.crc32(f[conditions.DATASET])
         ):
-            return "conditions"
-    found = np.array(found, dtype=np.uint32)
+            return conditions.DATASET
     if found.shape != expected.shape:
         return f"{len(found)} chunks, the source's table has {len(expected)}"
     bad = np.flatnonzero(found != expected)
     if len(bad):
-        first = int(bad[0]) * chunk
-        return f"{len(bad)} chunk(s), first samples {first}..{min(info.n, first + chunk) - 1}"
+        return f"{len(bad)} chunk(s), first {chunk_span(int(bad[0]), chunk, info.n)}"
     return None
 
 
