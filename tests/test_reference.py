@@ -4,6 +4,10 @@ transforms, saved in the checkpoint; --data is the run's own training file where
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import io
 import json
 import shutil
 import subprocess
@@ -20,6 +24,7 @@ from hpcgan.data import synth
 from hpcgan.data.format import read_info
 from hpcgan.data.transforms import Decoding, make_condition_transform, make_transform
 from hpcgan.data.write import write_dataset
+from hpcgan.metrics import two_sample
 from hpcgan.run_state import Checkpoint
 from hpcgan.symmetry import Symmetry
 
@@ -50,12 +55,33 @@ def maps(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "data": data, "other": other, "run": run, "stage": staged}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_c2st():
+    """The commands run in this process: one epoch of C2ST training keeps each evaluation
+    fast (its AUC is not what these tests check)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(two_sample, "auc", functools.partial(two_sample.auc, epochs=1))
+        yield
+
+
+@pytest.fixture(scope="module")
+def own(maps) -> dict:
+    """The run evaluated against its own training file, read in place."""
+    return _evaluate(maps["run"], "--stage", "")
+
+
 def _run(module: str, *args: object) -> subprocess.CompletedProcess:
-    return launch([str(a) for a in args], module=module)
+    """``python -m module args``, in this process (the commands' main; a fresh process per
+    call would spend most of the test importing torch): exit code, stdout and stderr."""
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = importlib.import_module(module).main(argv)
+    return subprocess.CompletedProcess([module, *argv], code, out.getvalue(), err.getvalue())
 
 
 def _evaluate(*args: object) -> dict:
-    proc = _run("hpcgan.evaluate", *args, "--n", 256)
+    proc = _run("hpcgan.evaluate", "--n", 256, *args)  # a later --n wins
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -76,11 +102,10 @@ def test_checkpoint_keeps_the_training_data_and_its_decoding(maps):
     assert ckpt.data_info == info.description()
 
 
-def test_reference_of_another_scale_is_decoded_with_the_training_transform(maps):
+def test_reference_of_another_scale_is_decoded_with_the_training_transform(maps, own):
     """The bug of issue 25: --data another file decoded G with that file's statistics. With
     --reference the generated values are those of the run's own evaluation, bit for bit, and
     the reference's are the other file's (x1.4)."""
-    own = _evaluate(maps["run"], "--stage", "")
     other = _evaluate(maps["run"], "--stage", "", "--reference", maps["other"])
     assert other["values"]["generated"] == own["values"]["generated"]
     mean, std = (own["values"]["reference"][k] for k in ("mean", "std"))
@@ -93,14 +118,11 @@ def test_reference_of_another_scale_is_decoded_with_the_training_transform(maps)
     assert other["metrics"]["eval/mean_rel_err"] != own["metrics"]["eval/mean_rel_err"]
 
 
-def test_data_must_be_the_training_file(maps, tmp_path):
+def test_data_must_be_the_training_file(maps, own, tmp_path):
     """--data is the same training file where it has moved (same data: accepted, same numbers);
     another file is refused in one line that names --reference."""
     moved = shutil.copy(maps["data"], tmp_path / "moved.h5")
-    assert (
-        _evaluate(maps["run"], "--stage", "", "--data", moved)["values"]
-        == _evaluate(maps["run"], "--stage", "")["values"]
-    )
+    assert _evaluate(maps["run"], "--stage", "", "--data", moved)["values"] == own["values"]
     line = _one_error_line(_run("hpcgan.evaluate", maps["run"], "--data", maps["other"]))
     assert "other.h5 holds other data than" in line and f"--reference {maps['other']}" in line
     out = tmp_path / "x.h5"
@@ -164,7 +186,7 @@ def test_training_file_gone_decodes_from_the_checkpoint(maps, tmp_path):
         assert np.array_equal(a["images"][()], b["images"][()])
     line = _one_error_line(_run("hpcgan.evaluate", run, "--stage", ""))
     assert f"{here}, is gone" in line and "--data FILE.h5" in line and "--reference" in line
-    assert _evaluate(run, "--stage", "", "--reference", maps["other"])["n_real"] == 256
+    assert _evaluate(run, "--stage", "", "--reference", maps["other"], "--n", 2)["n_real"] == 128
 
 
 def _point_config_at(run: Path, data: Path) -> None:
@@ -195,10 +217,10 @@ def test_format_1_run_recomputes_its_decoding_from_the_training_file(tmp_path):
     loaded = load_run(str(run), str(data))
     assert loaded.transform == make_transform(read_info(data), "auto") and loaded.present
     assert _run("hpcgan.sample", run, "--n", 4, "--out", out, "--data", data).returncode == 0
-    assert _evaluate(run, "--data", data, "--reference", grf16(tmp_path / "x.h5", SCALE))
+    assert _evaluate(run, "--data", data, "--reference", grf16(tmp_path / "x.h5", SCALE), "--n", 2)
 
 
-def test_evaluate_reads_the_staged_copy_of_data_stage(maps):
+def test_evaluate_reads_the_staged_copy_of_data_stage(maps, own):
     """The run's data.stage: evaluate copies the training file there (verified) and reads it;
     the numbers equal an evaluation in place (--stage '')."""
     shutil.rmtree(maps["stage"])  # training's copy: evaluate must make its own
@@ -206,10 +228,9 @@ def test_evaluate_reads_the_staged_copy_of_data_stage(maps):
     copies = list(maps["stage"].glob("maps-*.h5"))
     assert len(copies) == 1 and staged["data"] == str(copies[0])
     assert "data staged to" in staged["staged"]
-    in_place = _evaluate(maps["run"], "--stage", "")
-    assert in_place["data"] == str(maps["data"]) and "staged" not in in_place
-    assert staged["metrics"] == in_place["metrics"]
-    other = _evaluate(maps["run"], "--reference", maps["other"])  # the file read is staged
+    assert own["data"] == str(maps["data"]) and "staged" not in own  # --stage '': in place
+    assert staged["metrics"] == own["metrics"]
+    other = _evaluate(maps["run"], "--reference", maps["other"], "--n", 2)  # the file read
     assert other["reference_file"] == str(next(maps["stage"].glob("other-*.h5")))
 
 
