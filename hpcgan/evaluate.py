@@ -3,6 +3,17 @@
     python -m hpcgan.evaluate runs/grf                                 # newest checkpoint
     mpirun -np 8 python -m hpcgan.evaluate runs/grf/checkpoints/step-00002000.pt --n 50000
     python -m hpcgan.evaluate runs/cifar --inception weights-inception-2015-12-05-6726825d.pth
+    python -m hpcgan.evaluate runs/maps --reference other-simulations.h5   # another set
+
+Which file is which (docs/evaluation.md, "Which file is which"): G's samples are always decoded
+with the training data's transforms, saved in the checkpoint (runs from before that: recomputed
+from the training file). The real reference is the training file's held-out samples (the
+run's data.holdout; all of it in halves without one); --data FILE.h5 only says where that
+same training file has moved (refused if it holds other data). --reference FILE.h5 compares
+with another set of samples of the same shape (and conditions), used whole: its own halves
+give the noise floor. With data.stage in the run's config (or --stage DIR) the file read is
+copied to node-local storage first, as training does. "values" gives the mean and std of the
+reference's and the generated values, in data units.
 
 Under mpirun each rank generates and featurises its share of the samples and the statistics
 are summed across ranks: the numbers equal the one-process ones up to the order of sums.
@@ -67,7 +78,8 @@ from hpcgan.metrics.evaluate import DEFAULT_N, Evaluator
 from hpcgan.metrics.inception import default_weights
 from hpcgan.metrics.verdict import verdicts
 from hpcgan.session import inference_device, set_threads
-from hpcgan.trained import command_line, load_run
+from hpcgan.trained import LoadedRun, command_line, load_run, stage_setting, stage_source
+from hpcgan.trained import evaluator as make_evaluator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "as evaluations during training use)",
     )
     parser.add_argument(
+        "--reference",
+        metavar="FILE.h5",
+        help="compare with this other set of samples (used whole) instead of the training "
+        "file's held-out samples; decoding stays the run's",
+    )
+    parser.add_argument(
         "--inception",
         nargs="?",
         const=str(default_weights()),
@@ -90,6 +108,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def reference_kind(run: LoadedRun, evaluator: Evaluator) -> str:
+    """What the real samples are, for the JSON's "reference"."""
+    if run.reference is not None:
+        return "--reference (whole file, halves)"
+    return "held-out" if evaluator.split else "training data (halves)"
+
+
 def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
     def check() -> None:
         if args.n < 2:
@@ -97,37 +122,24 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
 
     agree(comm, check)
     device = inference_device(comm)
-    run = agree(comm, lambda: load_run(args.target, args.data, device))
+    run = agree(comm, lambda: load_run(args.target, args.data, device, args.reference))
+    run = stage_source(run, comm, stage_setting(run, args))
     set_threads(run.cfg, comm)
     seed = run.cfg.train.seed if args.seed is None else args.seed
     start = time.perf_counter()
     inception = Path(args.inception) if args.inception else None
-    evaluator = agree(
-        comm,
-        lambda: Evaluator(
-            run.info,
-            run.transform,
-            comm,
-            device,
-            run.cfg.model.z_dim,
-            args.n,
-            seed,
-            run.eval_cache,
-            inception,
-            split=run.split,
-            conditions=run.conditions,
-        ),
-    )
+    evaluator = agree(comm, lambda: make_evaluator(run, comm, device, args.n, seed, inception))
     setup = time.perf_counter()
     result = evaluator.run(run.G)
     metrics = result.metrics
     out = {
         "checkpoint": str(run.checkpoint),
         "step": run.step,
-        "data": run.info.path,
+        "data": run.info.path,  # the training data (its copy when staged)
         "n": args.n,
         "n_real": evaluator.real.n,
-        "reference": "held-out" if evaluator.split else "training data (halves)",
+        "reference": reference_kind(run, evaluator),
+        "reference_file": evaluator.info.path,
         "seed": seed,
         "ranks": comm.size,
         "seconds_setup": round(setup - start, 3),  # classifier and real statistics (cached)
@@ -135,10 +147,13 @@ def evaluate(args: argparse.Namespace, comm: Comm) -> dict:
         "metrics": metrics,
         "baseline": evaluator.baseline().metrics,
         "skipped": evaluator.skipped,  # metric -> why these data do not have what it needs
+        "values": result.values,  # mean, std of the reference's and the generated values
     }
     out["verdict"] = verdicts(metrics, out["baseline"])
     if result.by_condition:  # a G conditioned on /conditions: the metrics in bins of each
         out["by_condition"] = result.by_condition
+    if run.staged:
+        out["staged"] = run.staged
     if evaluator.classifier is not None:
         out["classifier_heldout_accuracy"] = evaluator.classifier.accuracy
     return out

@@ -15,6 +15,7 @@ from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
+from hpcgan.data.transforms import Decoding
 from hpcgan.errors import Diverged, Preempted, UserError
 from hpcgan.metrics.by_condition import worst_bins
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
@@ -189,7 +190,7 @@ class Loop:
                 seed=self.cfg.train.seed,
                 cache_dir=self.run_dir / "eval",
                 split=self.reader.split,
-                conditions=self.reader.conditions if self.trainer.spec.dim else None,
+                conditions=self.decoding().conditions,
             )
         # A beat per block: a long evaluation is progress, not a hung peer.
         beat = functools.partial(self.watchdog.beat, f"evaluating at step {step}")
@@ -268,6 +269,12 @@ class Loop:
         )
         self.log.info(f"checkpoint {path}")
 
+    def decoding(self) -> Decoding:
+        """How sample and evaluate read G: the training data's transforms (the conditions'
+        only when G takes them, as evaluation during training uses them)."""
+        conditions = self.reader.conditions if self.trainer.spec.dim else None
+        return Decoding(self.reader.transform, conditions)
+
     def checkpoint(self, step: int, rng: list[torch.Tensor] | None = None) -> Checkpoint:
         """This rank's run state after ``step`` (``rng``: every rank's generator state)."""
         return Checkpoint(
@@ -275,6 +282,8 @@ class Loop:
             config=to_dict(self.cfg),
             batches=self.next_batch(step),
             identity=self.reader.info.identity(),
+            data_info=self.reader.info.description(),
+            decoding=self.decoding().to_state(),
             lr_scale=self.trainer.lr_scale,
             recovered=self.recovered,
             best_metric=self.best_metric() or "",

@@ -57,7 +57,8 @@ from hpcgan.metrics.evaluate import Evaluator, Result
 from hpcgan.metrics.minkowski import names
 from hpcgan.metrics.verdict import judge, per_member_without_verdict
 from hpcgan.session import inference_device
-from hpcgan.trained import LoadedRun, command_line, load_run
+from hpcgan.trained import LoadedRun, command_line, load_run, stage_setting, stage_source
+from hpcgan.trained import evaluator as make_evaluator
 
 GRID = 36  # real and generated samples in samples.png
 GRID_VOLUMES = 16  # ... of volumes (each a tile of 6 panels)
@@ -331,11 +332,8 @@ def report(run: LoadedRun, n: int, out: Path) -> list[Path]:
     """Write every figure that applies and summary.txt into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     records = read_records(run.run_dir / "metrics.jsonl") if run.run_dir else []
-    evaluator = Evaluator(
-        run.info, run.transform, SingleProcess(), next(run.G.parameters()).device,
-        run.cfg.model.z_dim, n, run.cfg.train.seed, run.eval_cache, split=run.split,
-        conditions=run.conditions,
-    )  # fmt: skip
+    device = next(run.G.parameters()).device
+    evaluator = make_evaluator(run, SingleProcess(), device, n, run.cfg.train.seed)
     result = evaluator.run(run.G)
     curves, log_x = result.curves, run.transform.kind == "log"
     written = [
@@ -385,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
         agree(comm, check)
         run = agree(comm, lambda: load_run(args.target, args.data, inference_device(comm)))
+        run = stage_source(run, comm, stage_setting(run, args))
         if comm.rank != 0:  # the report is one process's work
             return
         out = Path(args.out) if args.out else Path(args.target) / "report"

@@ -8,7 +8,10 @@ A checkpoint is a ``torch.save`` dict of tensors and plain containers only, so i
     step        generator steps done
     config      hpcgan.config.to_dict of the run's configuration
     data        batches: global batches consumed (the next one to read);
-                identity: DatasetInfo.identity() of the training data
+                identity: DatasetInfo.identity() of the training data;
+                info: DatasetInfo.description() of the training data (all but its path);
+                decoding: transforms.Decoding.to_state(), how G's output and conditions
+                map to the training data's units (what sample and evaluate decode with)
     guard       lr_scale, recovered: the divergence guard's learning-rate factor, and whether
                 it has reloaded a checkpoint already
     rng         torch: each rank's torch CPU generator state (restored at the same world size)
@@ -16,8 +19,9 @@ A checkpoint is a ``torch.save`` dict of tensors and plain containers only, so i
     G, D, opt_G, opt_D, G_ema, scaler_G, scaler_D, images_seen: the Trainer's state_dict
 
 Versions: 0 = the above without ``format`` (early runs also lack data, guard, rng and best);
-1 = ``format`` added. :func:`upgrade` brings an older state to the current version, so every
-checkpoint ever written resumes and samples.
+1 = ``format`` added; 2 = data.info and data.decoding added (None when upgraded from 1: the
+tools then recompute the decoding from the training file). :func:`upgrade` brings an older
+state to the current version, so every checkpoint ever written resumes and samples.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
     from hpcgan.config import Config
     from hpcgan.data.format import DatasetInfo
 
-FORMAT = 1
+FORMAT = 2
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _OWN_KEYS = ("format", "step", "config", "data", "guard", "rng", "best")  # the rest: trainer's
 
@@ -74,6 +78,8 @@ class Checkpoint:
     best_metric: str = ""
     best_value: float | None = None
     rng: list[torch.Tensor] = field(default_factory=list)
+    data_info: dict[str, Any] | None = None  # None: not recorded (versions 0 and 1)
+    decoding: dict[str, Any] | None = None  # None: not recorded (versions 0 and 1)
 
     def to_state(self) -> dict[str, Any]:
         """The dict that is saved (current format)."""
@@ -81,7 +87,12 @@ class Checkpoint:
             "format": FORMAT,
             "step": self.step,
             "config": self.config,
-            "data": {"batches": self.batches, "identity": self.identity},
+            "data": {
+                "batches": self.batches,
+                "identity": self.identity,
+                "info": self.data_info,
+                "decoding": self.decoding,
+            },
             "guard": {"lr_scale": self.lr_scale, "recovered": self.recovered},
             "rng": {"torch": self.rng},
             "best": {"metric": self.best_metric, "value": self.best_value},
@@ -106,6 +117,8 @@ class Checkpoint:
             best_metric=best["metric"],
             best_value=best["value"],
             rng=list(state["rng"]["torch"]),
+            data_info=data["info"],
+            decoding=data["decoding"],
         )
 
     @property
@@ -124,6 +137,8 @@ def upgrade(state: dict[str, Any], path: Path | str = "checkpoint") -> dict[str,
         )
     if version == 0:
         state = _from_version_0(state)
+    if state["format"] == 1:
+        state = _from_version_1(state)
     return state
 
 
@@ -144,6 +159,12 @@ def _from_version_0(state: dict[str, Any]) -> dict[str, Any]:
         "rng": {"torch": [], **state.get("rng", {})},
         "best": {"metric": "", "value": None, **state.get("best", {})},
     }
+
+
+def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept neither the training data's description nor its transforms: None, and
+    sample/evaluate recompute them from the training file (hpcgan.trained)."""
+    return {**state, "format": 2, "data": {"info": None, "decoding": None, **state["data"]}}
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -12,6 +12,14 @@ units (the inverse of the training normalisation; uint8 for image datasets, floa
 ready for the same analysis as the data or for python -m data_prep verify. PNG grids show the
 networks' [-1, 1] scale (log scale for positive fields).
 
+Physical units are the training data's: G's output is decoded with the transforms saved in the
+checkpoint (docs/evaluation.md, "Which file is which"), so no data file is needed to sample,
+except for the default conditions below. Checkpoints from before that record (format 1 and
+older) recompute them from the training file: the one the run's config names, or --data
+FILE.h5 where it has moved (checked to hold the same data; another file is refused).
+With data.stage in the run's config (or --stage DIR), the training file is read from a
+node-local copy when it is read (the default conditions), as training reads it.
+
 A run trained on continuous conditions (/conditions, e.g. incident_energy in MeV) generates at
 the conditions you give, in the units of its training data:
   --condition NAME=VALUE  once for every condition of the run: all --n samples at that point.
@@ -57,6 +65,8 @@ from hpcgan.trained import (
     generate,
     load_run,
     physical,
+    stage_setting,
+    stage_source,
 )
 
 DEFAULT_N = 64
@@ -253,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
         agree(comm, check)
         run = agree(comm, lambda: load_run(args.target, args.data, inference_device(comm)))
+        reads = bool(run.G.spec.dim) and not (args.condition or args.conditions)
+        run = stage_source(run, comm, stage_setting(run, args), reads_training=reads)
         values, said = agree(comm, lambda: conditions_for(run, args))
         n = len(values) if values is not None else args.n or DEFAULT_N
         if comm.rank == 0:  # one process writes; under mpirun the others have nothing to do

@@ -86,7 +86,7 @@ def inference_device(comm: Comm) -> torch.device:
 def open_dataset(cfg: Config, comm: Comm) -> tuple[DatasetInfo, str]:
     """The description of the file this rank reads, and a line for the log about staging."""
     source = cfg.data.path or str(_builtin(cfg, comm))
-    path, note = _stage(cfg, comm, source) if cfg.data.stage else (source, "")
+    path, note = stage(cfg.data.stage, comm, source) if cfg.data.stage else (source, "")
     return agree(comm, lambda: read_info(path)), note
 
 
@@ -100,11 +100,12 @@ def _builtin(cfg: Config, comm: Comm) -> Path:
     return builtin_path(root, name)
 
 
-def _stage(cfg: Config, comm: Comm, source: str) -> tuple[str, str]:
-    """data.stage: the first rank of each node copies the dataset to node-local storage (or
-    keeps its fresh copy) while the node's other ranks wait; every rank then reads its node's
-    copy (docs/data.md, "Node-local staging"). A failure on any node stops every rank (exit 2)."""
-    directory = agree(comm, lambda: stage_dir(cfg.data.stage))
+def stage(setting: str, comm: Comm, source: str) -> tuple[str, str]:
+    """data.stage=``setting``: the first rank of each node copies ``source`` to node-local
+    storage (or keeps its fresh copy) while the node's other ranks wait; every rank then reads
+    its node's copy (docs/data.md, "Node-local staging"). A failure on any node stops every
+    rank (exit 2). Training, sample and evaluate stage alike (the same copy)."""
+    directory = agree(comm, lambda: stage_dir(setting))
     staged = agree(comm, lambda: stage_file(source, directory) if comm.local_rank == 0 else None)
     nodes = [s for s in comm.gather_object(staged) or [] if s is not None]
     copy = staged_path(source, directory)

@@ -12,6 +12,7 @@ from hpcgan import run_state
 from hpcgan.comm.base import SingleProcess
 from hpcgan.config import load_config
 from hpcgan.data.format import read_info
+from hpcgan.data.transforms import make_transform
 from hpcgan.loop import Loop
 from hpcgan.models import build_models
 from hpcgan.preempt import StopRequest
@@ -27,7 +28,7 @@ def make_loop(data, run_dir) -> Loop:
     torch.manual_seed(0)
     G, D = build_models(cfg.model, info.shape)
     trainer = Trainer(cfg, SingleProcess(), G, D, torch.device("cpu"))
-    reader = SimpleNamespace(info=info)
+    reader = SimpleNamespace(info=info, transform=make_transform(info, "auto"), conditions=None)
     return Loop(cfg, SingleProcess(), trainer, reader, QUIET, run_dir, None, QUIET)
 
 

@@ -101,8 +101,8 @@ def test_early_version_0_gets_defaults_from_its_own_config():
 
 
 def test_unknown_formats_and_foreign_files_are_user_errors():
-    with pytest.raises(UserError, match="format 2; this hpcgan reads formats up to 1"):
-        Checkpoint.from_state({"format": 2, "step": 1, "config": {}, "G": {}}, "new.pt")
+    with pytest.raises(UserError, match="format 3; this hpcgan reads formats up to 2"):
+        Checkpoint.from_state({"format": 3, "step": 1, "config": {}, "G": {}}, "new.pt")
     with pytest.raises(UserError, match="x.pt: not an hpcgan checkpoint"):
         Checkpoint.from_state({"weights": torch.zeros(1)}, "x.pt")
 

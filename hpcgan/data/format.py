@@ -26,6 +26,7 @@ do not support it and many ranks read one file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zlib
@@ -127,6 +128,33 @@ class DatasetInfo:
             # only with conditions, so files without them keep the identity they had
             **({"conditions": list(self.condition_names)} if self.condition_names else {}),
         }
+
+    def description(self) -> dict[str, Any]:
+        """Every field but the path, as plain containers: checkpoints keep it, so a run's
+        generator is rebuilt and its samples written even when its training file is gone."""
+        out = dataclasses.asdict(self)
+        del out["path"]
+        out["spatial"] = list(self.spatial)
+        out["symmetry"] = self.symmetry.to_json()
+        out["condition_names"] = list(self.condition_names)
+        out["condition_units"] = list(self.condition_units)
+        out["condition_stats"] = {k: list(v) for k, v in self.condition_stats.items()}
+        return out
+
+    @classmethod
+    def described(cls, description: dict[str, Any], path: str) -> DatasetInfo:
+        """The inverse of :meth:`description`, for the file at ``path`` (which may be gone)."""
+        d = dict(description)
+        spatial = tuple(int(s) for s in d.pop("spatial"))
+        return cls(
+            path=str(path),
+            spatial=spatial,
+            symmetry=Symmetry.from_json(d.pop("symmetry"), spatial, f"{path}: saved symmetry"),
+            condition_names=tuple(d.pop("condition_names")),
+            condition_units=tuple(d.pop("condition_units")),
+            condition_stats={k: tuple(v) for k, v in d.pop("condition_stats").items()},
+            **d,
+        )
 
     @property
     def sample_nbytes(self) -> int:

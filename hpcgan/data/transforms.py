@@ -120,3 +120,43 @@ def make_condition_transform(info: DatasetInfo, name: str = "auto") -> Condition
         center.append(float(mean))
         scale.append(float(std) if std > 0 else 1.0)
     return ConditionTransform(info.condition_names, tuple(log), tuple(center), tuple(scale))
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a run's networks read its training data: G's [-1, 1] output -> physical values
+    (``values``) and physical conditions -> G's inputs (``conditions``; None when G takes no
+    continuous conditions). Fixed by the training file's statistics, so checkpoints keep it
+    (docs/evaluation.md, "Which file is which"): decoding never follows another file."""
+
+    values: ValueTransform
+    conditions: ConditionTransform | None = None
+
+    def to_state(self) -> dict:
+        """Plain containers, for a checkpoint (torch.load(weights_only=True) reads them)."""
+        c = self.conditions
+        return {
+            "values": {"kind": self.values.kind, "lo": self.values.lo, "hi": self.values.hi},
+            "conditions": None
+            if c is None
+            else {
+                "names": list(c.names),
+                "log": list(c.log),
+                "center": list(c.center),
+                "scale": list(c.scale),
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> Decoding:
+        v, c = state["values"], state["conditions"]
+        values = ValueTransform(str(v["kind"]), float(v["lo"]), float(v["hi"]))
+        if c is None:
+            return cls(values)
+        conditions = ConditionTransform(
+            tuple(str(s) for s in c["names"]),
+            tuple(bool(b) for b in c["log"]),
+            tuple(float(x) for x in c["center"]),
+            tuple(float(x) for x in c["scale"]),
+        )
+        return cls(values, conditions)

@@ -31,6 +31,14 @@ def _moments(t: Totals, layout: Layout) -> tuple[float, float]:
     return mean, float(np.sqrt(max(t["moments"][1] / values - mean**2, 0.0)))
 
 
+def value_summary(real: Totals, fake: Totals, layout: Layout) -> dict[str, dict[str, float]]:
+    """Mean and std of every value of the real and the generated samples, in data units."""
+    return {
+        side: dict(zip(("mean", "std"), map(float, _moments(t, layout)), strict=True))
+        for side, t in (("reference", real), ("generated", fake))
+    }
+
+
 def compare(real: Totals, fake: Totals, layout: Layout, transform: ValueTransform) -> Comparison:
     """(metrics by name, curves for plots) of ``fake`` against ``real``."""
     metrics: dict[str, float] = {}

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from hpcgan.comm.base import Comm
-from hpcgan.data.format import DatasetInfo
+from hpcgan.data.format import STAT_KEYS, DatasetInfo
 from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ConditionTransform, ValueTransform
 from hpcgan.errors import UserError
 from hpcgan.metrics import classifier, features, memorisation, sources, stats, table, two_sample
 from hpcgan.metrics.by_condition import by_condition_of_rows
-from hpcgan.metrics.compare import compare
+from hpcgan.metrics.compare import compare, value_summary
 from hpcgan.metrics.inception import InceptionFeatures
 from hpcgan.metrics.precision_recall import precision_recall
 
@@ -50,6 +50,7 @@ class Result:
     metrics: dict[str, float]
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     by_condition: dict[str, dict] = field(default_factory=dict)  # hpcgan.metrics.by_condition
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # compare.value_summary
 
 
 def metric_names(info: DatasetInfo) -> list[str]:
@@ -104,9 +105,12 @@ class Evaluator:
         c2st: int = two_sample.SAMPLES,
         split: Split | None = None,
         conditions: ConditionTransform | None = None,
+        training: DatasetInfo | None = None,
     ) -> None:
         """``conditions``: the run's encoding of the data's /conditions (data.condition_transform),
-        used when the evaluated G is conditioned on them."""
+        used when the evaluated G is conditioned on them; ``training``: the run's training data
+        when ``info`` is another file (--reference), whose value statistics set the features'
+        thresholds, so G's numbers do not depend on the reference."""
         self.info, self.transform, self.comm, self.device = info, transform, comm, device
         self.z_dim, self.n, self.seed, self.cache_dir = z_dim, n, seed, cache_dir
         # The real reference and the set its noise floor is measured against: held-out samples
@@ -146,7 +150,7 @@ class Evaluator:
             highlevel=tuple(features.names(info.ndim, peaks)),
             rows=max(n, self.real.n),
             field=peaks,
-            value_stats=tuple((k, float(info.stats[k])) for k in ("min", "max", "mean", "std")),
+            value_stats=tuple((k, float((training or info).stats[k])) for k in STAT_KEYS),
         )
         # The table's rows these data do not meet, with the reason (the evaluation JSON's
         # "skipped"); the layout above accumulates only what the others need.
@@ -282,7 +286,7 @@ class Evaluator:
             metrics.update(self._c2st_generated(kept))
         elif self.c2st_wanted:  # too few real samples for a C2ST and its floor
             metrics["eval/c2st_auc"] = float("nan")
-        result = Result(metrics, curves)
+        result = Result(metrics, curves, values=value_summary(self.reference, totals, self.layout))
         if sources.condition_dim(G):  # sample i and reference sample i: the same conditions
             m = min(self.n, self.real.n)
             result.by_condition = by_condition_of_rows(
