@@ -16,6 +16,7 @@ import numpy as np
 from hpcgan.comm.base import Comm
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+WRITE_FAILED = "a write to the run directory failed"  # the reason that outranks the others
 
 
 class StopRequest:
@@ -32,11 +33,14 @@ class StopRequest:
         """Time until train.max_minutes stops the run (None: no limit)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def agreed(self, comm: Comm) -> str | None:
-        """Collective: why every rank must stop now, or None to go on."""
+    def agreed(self, comm: Comm, write_failed: bool = False) -> str | None:
+        """Collective: why every rank must stop now, or None to go on. ``write_failed``: this
+        rank could not write the run directory (hpcgan.loop), shared in the same allreduce."""
         timed_out = self.deadline is not None and time.monotonic() >= self.deadline
-        local = np.array([self.signal_name is not None, timed_out], dtype=np.float64)
-        signalled, out_of_time = comm.allreduce_sum(local)
+        flags = [self.signal_name is not None, timed_out, write_failed]
+        signalled, out_of_time, failed = comm.allreduce_sum(np.array(flags, dtype=np.float64))
+        if failed:
+            return WRITE_FAILED
         if signalled:
             return self.signal_name or "a signal to another rank"
         if out_of_time:

@@ -41,6 +41,7 @@ from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.data.write import write_dataset
 from hpcgan.errors import Command, UserError, run_command
+from hpcgan.files import writing
 from hpcgan.session import inference_device
 from hpcgan.trained import (
     LoadedRun,
@@ -248,8 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         run = agree(comm, lambda: load_run(args.target, args.data, inference_device(comm)))
         values, said = agree(comm, lambda: conditions_for(run, args))
         n = len(values) if values is not None else args.n or DEFAULT_N
-        if comm.rank == 0:  # one process writes; under mpirun the others have nothing to do
-            write(run, generate(run, n, args.seed, values), out, args.seed, values)
+
+        def write_out() -> None:  # one process writes; under mpirun the others wait for it
+            if comm.rank == 0:
+                with writing(out):  # a full disk: one line naming --out, exit 2 on every rank
+                    write(run, generate(run, n, args.seed, values), out, args.seed, values)
+
+        agree(comm, write_out)
+        if comm.rank == 0:
             at = f" {said}" if said else ""
             print(f"wrote {n} samples of {run.checkpoint} (step {run.step}){at} to {args.out}")
 

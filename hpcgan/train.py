@@ -23,6 +23,7 @@ from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, command_line, dump_yaml, load_config, validate
 from hpcgan.errors import Command, run_command
+from hpcgan.files import atomic_write_text
 from hpcgan.loop import Loop
 from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
@@ -50,8 +51,8 @@ def train(cfg: Config, comm: Comm) -> None:
         if found is not None:  # every rank loads the same file: identical replicas
             start = agree(comm, lambda: loop.restore(*found))
             log.info(f"resuming from {found[0]} at step {start}")
-        if comm.rank == 0:
-            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        if comm.rank == 0:  # a failure is shared at the first step (hpcgan.loop)
+            log.writes.attempt(atomic_write_text, run_dir / "config.yaml", dump_yaml(cfg))
         log.info(
             f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
             f"device {device}, {torch.get_num_threads()} thread(s) per rank"
@@ -67,11 +68,14 @@ def train(cfg: Config, comm: Comm) -> None:
             )
         loop.run(start)
         log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
+        if board is not None:
+            log.writes.attempt(board.close)  # its last events, before the ranks agree
+        loop.raise_write_failure()  # the last lines too, and a run that had no step left
     finally:
         watchdog.stop()
         log.close()
         if board is not None:
-            board.close()
+            log.writes.attempt(board.close)  # (again: a no-op) never hides the error raised
 
 
 def main(argv: list[str] | None = None) -> int:
