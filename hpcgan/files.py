@@ -32,17 +32,31 @@ class WriteFailed(UserError):
     """A file that could not be written for a reason in FIXABLE (exit 2)."""
 
 
+def fixable_cause(error: BaseException) -> OSError | None:
+    """The OSError in FIXABLE that ``error`` is or arose from (a writer may raise its own
+    error while the disk-full one is being handled: torch.save's zip writer does)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FIXABLE:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextmanager
 def writing(path: Path | str) -> Iterator[None]:
-    """Writes of ``path`` inside: an OSError in FIXABLE becomes a WriteFailed naming ``path``
-    (not a temporary name) and the cause; any other error passes unchanged (exit 1)."""
+    """Writes of ``path`` inside: an error from a cause in FIXABLE becomes a WriteFailed naming
+    ``path`` (not a temporary name) and the cause; any other error passes unchanged (exit 1)."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in FIXABLE:
+    except WriteFailed:
+        raise
+    except Exception as e:
+        cause = fixable_cause(e)
+        if cause is None:
             raise
-        cause = f"{os.strerror(e.errno)} ({errno.errorcode[e.errno]})"
-        raise WriteFailed(f"cannot write {path}: {cause}") from None
+        why = f"{os.strerror(cause.errno)} ({errno.errorcode[cause.errno]})"
+        raise WriteFailed(f"cannot write {path}: {why}") from None
 
 
 class WriteGuard:

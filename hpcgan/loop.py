@@ -134,10 +134,10 @@ class Loop:
             failed = self.log.writes.failed
             if failed is not None:  # only rank 0 writes
                 latest = run_state.latest_name(self.run_dir / "checkpoints")
-                then = f"it resumes from {latest}" if latest else "it starts from step 0"
+                then = f"to resume from checkpoints/{latest}" if latest else "to start over"
                 raise WriteFailed(
-                    f"{failed}; training stopped: resubmit once the run directory can be "
-                    f"written, {then}"
+                    f"{failed}; training stopped: once the run directory can be written, "
+                    f"resubmit {then}"
                 )
 
         agree(self.comm, share)
