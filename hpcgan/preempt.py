@@ -4,6 +4,8 @@ A signal only sets a flag. At each step boundary the ranks add up their flags (o
 allreduce), so all of them stop after the same step even if only one was signalled; rank 0 then
 writes a checkpoint and every rank exits 75. The handlers stay until the process exits, so a late
 second signal (a forwarded copy after the agreed stop) cannot kill a rank that is shutting down.
+The same allreduce carries rank 0's failed write to the run directory (hpcgan.loop), which
+outranks a signal: every rank then exits 2.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ the conditions you give, in the units of its training data:
                           held-out samples when the run holds some out), cyclically.
 The .h5 output stores them as /conditions (names and units as the data's) beside the samples;
 a PNG grid of a run with one condition shows its samples in increasing order of it.
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 1 anything else.
+Exit codes: 0 done, 2 bad input or a file that cannot be written (a full disk; one line
+"hpcgan: error: ..."), 1 anything else.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
     python -m hpcgan.train model.width=32 train.steps=200          # one process
 
 A run directory that holds checkpoints is resumed from the newest one.
-Exit codes: 0 done, 2 bad input or configuration, 75 stopped after a checkpoint (resubmit),
-1 anything else.
+Exit codes: 0 done, 2 bad input or configuration, or a run directory that cannot be written
+(full, over quota, read-only: resubmit once it can be), 75 stopped after a checkpoint
+(resubmit), 1 anything else.
 """
 
 from __future__ import annotations
