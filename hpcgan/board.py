@@ -15,25 +15,33 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcgan.files import writing
+
 
 class Board:
-    """A TensorBoard writer for one run directory (create it on rank 0 only)."""
+    """A TensorBoard writer for one run directory (create it on rank 0 only). Its file is
+    written by a background thread, whose error (a full disk) is raised by the next call: a
+    WriteFailed naming the folder (hpcgan.files)."""
 
     def __init__(self, run_dir: Path) -> None:
         # Imported here: TensorBoard takes about a second to import and only rank 0 needs it.
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.dir = Path(run_dir) / "tensorboard"
+        with writing(self.dir):
+            self.writer = SummaryWriter(log_dir=str(self.dir))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Every finite number of ``values`` (other entries, like ``step``, are skipped)."""
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and name != "step" and math.isfinite(value):
-                self.writer.add_scalar(name, value, step)
+        with writing(self.dir):
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and name != "step" and math.isfinite(value):
+                    self.writer.add_scalar(name, value, step)
 
     def image(self, step: int, tag: str, grid: np.ndarray) -> None:
         """A uint8 image [H, W, C] (C = 1 or 3), e.g. ``hpcgan.images.grid(samples)``."""
-        self.writer.add_image(tag, grid, step, dataformats="HWC")
+        with writing(self.dir):
+            self.writer.add_image(tag, grid, step, dataformats="HWC")
 
     def spectrum(self, step: int, curves: dict[str, np.ndarray], unit: str = "image") -> None:
         """P(k) of data and samples (``ps_real``, ``ps_fake`` of an evaluation's curves) and
@@ -57,8 +65,10 @@ class Board:
         bottom.axhline(1.0, color="k", lw=0.8)
         bottom.set(xlabel=f"k (cycles per {unit})", ylabel="generated / data")
         fig.tight_layout()
-        self.writer.add_figure("spectrum", fig, step)
+        with writing(self.dir):
+            self.writer.add_figure("spectrum", fig, step)
 
     def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+        with writing(self.dir):
+            self.writer.flush()
+            self.writer.close()

@@ -53,8 +53,11 @@ reference sample i; "by_condition" then holds, per condition, its bins (decades 
 column spanning more than 10x, else quantiles) with the per-sample total, max and sparsity
 compared in each (cond/<summary>_mean_rel_err, cond/<summary>_ks), their floors and verdicts
 (docs/evaluation.md, "By condition").
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
-SIGTERM (nothing to save: run it again), 1 anything else.
+The real statistics and the classifier are cached in RUN_DIR/eval (not in a run directory this
+process may not write).
+Exit codes: 0 done, 2 bad input or a file that cannot be written (a full disk; one line
+"hpcgan: error: ..."), 75 stopped by SIGUSR1 or SIGTERM (nothing to save: run it again),
+1 anything else.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The loop around the training step: schedule, logs, samples, checkpoints, stops, recovery."""
+"""The loop around the training step: schedule, logs, samples, checkpoints, stops, recovery.
+
+Rank 0 writes the run directory while the other ranks go on to the next collective, so its
+writes go through the RunLog's guard (hpcgan.files.WriteGuard): a file that cannot be written
+(a full disk, a quota, a read-only directory) is kept there and shared at the step's stop
+agreement, and every rank exits 2 together (docs/design.md, section 6).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ from hpcgan.config import Config, to_dict
 from hpcgan.data.reader import Prefetcher, ShardReader
 from hpcgan.data.transforms import Decoding
 from hpcgan.errors import Diverged, Preempted, UserError
+from hpcgan.files import WriteFailed
 from hpcgan.metrics.by_condition import worst_bins
 from hpcgan.metrics.evaluate import Evaluator, best_metric_name, better
 from hpcgan.monitor import RunLog, format_eta
-from hpcgan.preempt import READ_FAILED, StopRequest
+from hpcgan.preempt import READ_FAILED, WRITE_FAILED, StopRequest
 from hpcgan.run_state import Checkpoint
 from hpcgan.trainer import Trainer
 from hpcgan.watchdog import Watchdog
@@ -108,21 +115,29 @@ class Loop:
                     self._log_interval(step, now - t_last, step - s_last)
                     t_last, s_last = now, step
                 if self.comm.rank == 0 and (step % r.sample_every == 0 or last):
-                    self._samples(step)
+                    self.log.writes.attempt(self._samples, step)
                 if evals:
                     self._evaluate(step)
                 if saves:
                     self.save(step)
                 # The next step's batches are read before the sync point, so that a rank
-                # that cannot read them (a damaged chunk) stops every rank there, exit 2.
+                # that cannot read them (a damaged chunk) stops every rank there, exit 2; the
+                # same sync point stops all when rank 0 could not write the run directory.
                 batches, failed = self._fetch(feed) if not last else ([], None)
-                reason = self.stop.agreed(self.comm, read_failed=failed is not None)  # sync point
+                reason = self.stop.agreed(
+                    self.comm,
+                    read_failed=failed is not None,
+                    write_failed=self.log.writes.failed is not None,
+                )
+                if reason == WRITE_FAILED:
+                    self.raise_write_failure()
                 if reason == READ_FAILED:
                     agree(self.comm, functools.partial(_reraise, failed))
                 if reason and not last:
                     # Never leave a diverged state as the newest checkpoint to resume from.
                     if not saves and self.trainer.bad_run() < cfg.train.max_bad_steps:
                         self.save(step)
+                        self.raise_write_failure()  # exit 2, not 75: nothing new was saved
                     self.log.info(f"stopping after step {step} ({reason}); resubmit to continue")
                     raise Preempted(reason)
         finally:
@@ -142,6 +157,21 @@ class Loop:
         batches, failed = self._fetch(feed)
         agree(self.comm, functools.partial(_reraise, failed))
         return batches
+
+    def raise_write_failure(self) -> None:
+        """Collective: rank 0's failed write, if any, raised on every rank (exit 2)."""
+
+        def share() -> None:
+            failed = self.log.writes.failed
+            if failed is not None:  # only rank 0 writes
+                latest = run_state.latest_name(self.run_dir / "checkpoints")
+                then = f"to resume from checkpoints/{latest}" if latest else "to start over"
+                raise WriteFailed(
+                    f"{failed}; training stopped: once the run directory can be written, "
+                    f"resubmit {then}"
+                )
+
+        agree(self.comm, share)
 
     def _recover(self, step: int, streak: int) -> int:
         """After max_bad_steps non-finite steps: reload the last checkpoint once, lower lr."""
@@ -207,9 +237,9 @@ class Loop:
         if self.comm.rank == 0:
             self.log.metrics({"step": step, **metrics, **by_condition, "time/eval_s": seconds})
             if self.board is not None:
-                self.board.scalars(step, {**metrics, **by_condition})
                 unit = "image" if self.reader.info.ndim == 2 else "box"
-                self.board.spectrum(step, result.curves, unit)
+                self.log.writes.attempt(self.board.scalars, step, {**metrics, **by_condition})
+                self.log.writes.attempt(self.board.spectrum, step, result.curves, unit)
             # Per-class shares and per-feature separations stay in metrics.jsonl; the line
             # keeps their summaries (coverage_min, sep_max).
             shown = {k: v for k, v in metrics.items() if not any(p in k for p in _DETAIL)}
@@ -218,10 +248,13 @@ class Loop:
                 + ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in shown.items())
             )
             if improved:
-                path = run_state.save_as(
-                    self.run_dir / "checkpoints" / "best.pt", self.checkpoint(step).to_state()
-                )
-                self.log.info(f"best {name} so far: {self.best:.4g} -> {path}")
+                self.log.writes.attempt(self._save_best, step, name)
+
+    def _save_best(self, step: int, name: str) -> None:
+        path = run_state.save_as(
+            self.run_dir / "checkpoints" / "best.pt", self.checkpoint(step).to_state()
+        )
+        self.log.info(f"best {name} so far: {self.best:.4g} -> {path}")
 
     def _log_interval(self, done: int, seconds: float, steps: int) -> None:
         stats = self.trainer.pop_stats()  # collective: every rank calls it at the same step
@@ -232,7 +265,7 @@ class Loop:
         record = {"step": done, **stats, "time/step_s": 1 / rate, "throughput/img_s": img_s}
         self.log.metrics(record)
         if self.board is not None:
-            self.board.scalars(done, record)
+            self.log.writes.attempt(self.board.scalars, done, record)
         skipped = stats["steps/skipped_nonfinite"]
         self.log.info(
             f"step {done}/{self.cfg.train.steps} | loss D {stats['loss/D']:.3f} "
@@ -262,8 +295,10 @@ class Loop:
         self.watchdog.beat(f"checkpointing step {step}")
         self.check_replicas()
         rng = self.comm.allgather_object(torch.get_rng_state())
-        if self.comm.rank != 0:
-            return
+        if self.comm.rank == 0:
+            self.log.writes.attempt(self._write_checkpoint, step, rng)
+
+    def _write_checkpoint(self, step: int, rng: list[torch.Tensor]) -> None:
         path = run_state.save(
             self.run_dir / "checkpoints", self.checkpoint(step, rng).to_state(), self.cfg.run.keep
         )

@@ -5,7 +5,9 @@ ranks add up their flags (one tiny allreduce) at each step boundary and twice du
 so all of them stop at the same point even if only one was signalled. After a step, rank 0
 writes a checkpoint; before the first step there is nothing new to save. Every rank exits 75.
 The handlers stay until the process exits, so a late second signal (a forwarded copy after the
-agreed stop) cannot kill a rank that is shutting down.
+agreed stop) cannot kill a rank that is shutting down. The same allreduce carries rank 0's
+failed write to the run directory and any rank's failed read of its next batch (hpcgan.loop),
+which outrank a signal: every rank then exits 2.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hpcgan.comm.base import Comm
 from hpcgan.errors import Preempted
 
 READ_FAILED = "a rank could not read its next batch"
+WRITE_FAILED = "a write to the run directory failed"  # the reason that outranks the others
 
 
 class StopRequest:
@@ -35,15 +38,24 @@ class StopRequest:
         """Time until train.max_minutes stops the run (None: no limit)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def agreed(self, comm: Comm, clock: bool = True, read_failed: bool = False) -> str | None:
+    def agreed(
+        self,
+        comm: Comm,
+        clock: bool = True,
+        read_failed: bool = False,
+        write_failed: bool = False,
+    ) -> str | None:
         """Collective: why every rank must stop now, or None to go on (``clock``: whether
-        train.max_minutes counts). ``read_failed``: this rank could not read its next batch (a
-        damaged chunk); any rank's failure comes first (READ_FAILED), the caller then agrees
-        on the error itself."""
+        train.max_minutes counts). ``write_failed``: this rank could not write the run
+        directory; ``read_failed``: this rank could not read its next batch (a damaged chunk).
+        Either failure on any rank comes first (WRITE_FAILED, then READ_FAILED); the caller
+        then agrees on the error itself."""
         timed_out = clock and self.deadline is not None and time.monotonic() >= self.deadline
-        local = np.array([self.signal_name is not None, timed_out, read_failed], np.float64)
-        signalled, out_of_time, failed = comm.allreduce_sum(local)
-        if failed:
+        flags = [self.signal_name is not None, timed_out, read_failed, write_failed]
+        signalled, out_of_time, unread, unwritten = comm.allreduce_sum(np.array(flags, np.float64))
+        if unwritten:
+            return WRITE_FAILED
+        if unread:
             return READ_FAILED
         if signalled:
             return self.signal_name or "a signal to another rank"

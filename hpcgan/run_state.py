@@ -30,6 +30,7 @@ import dataclasses
 import re
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,13 +41,14 @@ import yaml
 from hpcgan.config import ModelConfig
 from hpcgan.data.holdout import holdout_count
 from hpcgan.errors import UserError
-from hpcgan.files import atomic_write, atomic_write_text
+from hpcgan.files import atomic_write_file, atomic_write_text, writing
 
 if TYPE_CHECKING:
     from hpcgan.config import Config
     from hpcgan.data.format import DatasetInfo
 
 FORMAT = 2
+LATEST = "latest"  # the text file naming the newest checkpoint
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _OWN_KEYS = ("format", "step", "config", "data", "guard", "rng", "best")  # the rest: trainer's
 
@@ -179,18 +181,32 @@ def step_of(path: Path) -> int:
 
 
 def save_as(path: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (hpcgan.files: temp name, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``state`` to ``path`` atomically (hpcgan.files: temp name, fsync, rename); a full
+    disk or a read-only directory is a WriteFailed naming ``path``."""
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_file(path, lambda f: torch.save(state, f))
 
 
 def save(directory: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as step-N.pt, then point ``latest`` at it, then prune the oldest."""
+    """Write ``state`` as step-N.pt, then point ``latest`` at it, then prune the oldest. If
+    ``latest`` cannot be written, step-N.pt is removed again: the directory is as it was."""
     step = int(state["step"])
     final = save_as(directory / checkpoint_name(step), state)
-    atomic_write_text(directory / "latest", final.name + "\n")
+    try:
+        atomic_write_text(directory / LATEST, final.name + "\n")
+    except Exception:
+        with suppress(OSError):
+            final.unlink()
+        raise
     prune(directory, step, keep)
     return final
+
+
+def latest_name(directory: Path) -> str | None:
+    """The file name that ``latest`` points at (None: no pointer)."""
+    pointer = directory / LATEST
+    return pointer.read_text().strip() if pointer.is_file() else None
 
 
 def prune(directory: Path, step: int, keep: int) -> None:
@@ -220,9 +236,9 @@ def load_newest(directory: Path, warn: Warn = print) -> tuple[Path, dict[str, An
     A truncated or corrupt file is reported through ``warn`` and skipped.
     """
     candidates = list(reversed(list_checkpoints(directory)))
-    pointer = directory / "latest"
-    if pointer.is_file():
-        named = directory / pointer.read_text().strip()
+    pointed = latest_name(directory)
+    if pointed is not None:
+        named = directory / pointed
         if named in candidates:
             candidates.remove(named)
             candidates.insert(0, named)

@@ -31,8 +31,9 @@ the conditions you give, in the units of its training data:
                           held-out samples when the run holds some out), cyclically.
 The .h5 output stores them as /conditions (names and units as the data's) beside the samples;
 a PNG grid of a run with one condition shows its samples in increasing order of it.
-Exit codes: 0 done, 2 bad input (one line "hpcgan: error: ..."), 75 stopped by SIGUSR1 or
-SIGTERM (nothing to save: run it again), 1 anything else.
+Exit codes: 0 done, 2 bad input or a file that cannot be written (a full disk; one line
+"hpcgan: error: ..."), 75 stopped by SIGUSR1 or SIGTERM (nothing to save: run it again),
+1 anything else.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from hpcgan import images
 from hpcgan.comm import agree, control
 from hpcgan.data.write import write_dataset
 from hpcgan.errors import Command, UserError, run_command
+from hpcgan.files import writing
 from hpcgan.session import inference_device
 from hpcgan.trained import (
     LoadedRun,
@@ -267,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         run = stage_source(run, comm, stage_setting(run, args), reads_training=reads)
         values, said = agree(comm, lambda: conditions_for(run, args))
         n = len(values) if values is not None else args.n or DEFAULT_N
-        if comm.rank == 0:  # one process writes; under mpirun the others have nothing to do
-            write(run, generate(run, n, args.seed, values), out, args.seed, values)
+
+        def write_out() -> None:  # one process writes; under mpirun the others wait for it
+            if comm.rank == 0:
+                with writing(out):  # a full disk: one line naming --out, exit 2 on every rank
+                    write(run, generate(run, n, args.seed, values), out, args.seed, values)
+
+        agree(comm, write_out)
+        if comm.rank == 0:
             at = f" {said}" if said else ""
             print(f"wrote {n} samples of {run.checkpoint} (step {run.step}){at} to {args.out}")
 

@@ -5,7 +5,8 @@
     python -m hpcgan.train model.width=32 train.steps=200          # one process
 
 A run directory that holds checkpoints is resumed from the newest one.
-Exit codes: 0 done, 2 bad input or configuration, 75 stopped by SIGUSR1/SIGTERM or
+Exit codes: 0 done, 2 bad input or configuration, or a run directory that cannot be written
+(full, over quota, read-only: resubmit once it can be), 75 stopped by SIGUSR1/SIGTERM or
 train.max_minutes after a checkpoint (a signal before the first step: nothing new saved):
 resubmit to continue; 1 anything else.
 """
@@ -30,6 +31,7 @@ from hpcgan.comm import agree, make_comm
 from hpcgan.comm.base import Comm
 from hpcgan.config import Config, command_line, dump_yaml, load_config, validate
 from hpcgan.errors import Command, run_command
+from hpcgan.files import atomic_write_text
 from hpcgan.loop import Loop
 from hpcgan.monitor import RunLog
 from hpcgan.preempt import StopRequest
@@ -64,8 +66,8 @@ def train(cfg: Config, comm: Comm) -> None:
             log.info(f"resuming from {found[0]} at step {start}")
         stop_signals.pause_for_test("before_first_step")
         stop.before_start(comm, log.info)  # data open, models built: nothing new written yet
-        if comm.rank == 0:
-            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        if comm.rank == 0:  # a failure is shared at the first step (hpcgan.loop)
+            log.writes.attempt(atomic_write_text, run_dir / "config.yaml", dump_yaml(cfg))
         log.info(
             f"data {info.path}: {info.n} x {info.shape} {info.dtype} ({info.kind}); "
             f"device {device}, {torch.get_num_threads()} thread(s) per rank"
@@ -81,11 +83,14 @@ def train(cfg: Config, comm: Comm) -> None:
             )
         loop.run(start)
         log.info(f"done: samples in {run_dir}/samples, checkpoints in {run_dir}/checkpoints")
+        if board is not None:
+            log.writes.attempt(board.close)  # its last events, before the ranks agree
+        loop.raise_write_failure()  # the last lines too, and a run that had no step left
     finally:
         watchdog.stop()
         log.close()
         if board is not None:
-            board.close()
+            log.writes.attempt(board.close)  # (again: a no-op) never hides the error raised
 
 
 def main(argv: list[str] | None = None) -> int:

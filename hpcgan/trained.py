@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,13 @@ class LoadedRun:
 
     @property
     def eval_cache(self) -> Path | None:
-        """RUN_DIR/eval, where evaluations keep the real statistics and the classifier."""
-        return self.run_dir / "eval" if self.run_dir is not None else None
+        """RUN_DIR/eval, where evaluations keep the real statistics and the classifier; None
+        (nothing cached, nothing read from it) for a checkpoint outside a run directory and for
+        a run directory this process may not write (another user's, a read-only mount). A full
+        disk is no reason to skip it: the cache that cannot be written is an error (exit 2)."""
+        if self.run_dir is None or not os.access(self.run_dir, os.W_OK):
+            return None
+        return self.run_dir / "eval"
 
     def training_file(self, why: str) -> DatasetInfo:
         """The training data, whose file is about to be read (``why``: for what); a

@@ -33,8 +33,8 @@ def test_save_prunes_and_points_latest(tmp_path):
 def test_failed_write_leaves_previous_checkpoint_and_no_temp(tmp_path, monkeypatch):
     run_state.save(tmp_path, _state(1), keep=3)
 
-    def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+    def broken_save(obj, f):  # torch.save writes to the open temporary file
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

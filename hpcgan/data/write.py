@@ -151,8 +151,9 @@ class DatasetWriter:
             raise SchemaError(f"{self.path}: chunk_samples must be >= 1, got {chunk_samples}")
         self.block_samples = block_samples(chunk, values)
         self.tmp = temp_name(self.path)
-        self._file: h5py.File | None = h5py.File(self.tmp, "w", locking=False)
-        try:
+        self._file: h5py.File | None = None
+        try:  # HDF5 may leave the file it failed to create (a full disk): abort removes it
+            self._file = h5py.File(self.tmp, "w", locking=False)
             images, label_set = _create_datasets(
                 self._file, n, sample_shape, dtype, chunk, compression, labels
             )

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcgan import nd
+from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import DatasetInfo
 from hpcgan.data.transforms import ValueTransform
-from hpcgan.files import atomic_write
+from hpcgan.files import atomic_write_file, writing
 from hpcgan.metrics.sources import RealPicks, dataset_identity
 
 VERSION = 1  # bump when the network or its training changes: old caches are then ignored
@@ -95,12 +96,12 @@ def load_or_train(
     weights."""
     key = cache_key(info, seed, pool)
     path = cache_dir / f"classifier-{key}.pt" if cache_dir else None
-    state = None
+    state, trained = None, False
     if comm.rank == 0:
         state = _load(path)
         if state is None:
-            state = _train(info, transform, device, seed, pool)
-            _save(path, state)
+            state, trained = _train(info, transform, device, seed, pool), True
+    agree(comm, lambda: _save(path, state) if trained else None)  # a full disk: exit 2, all
     state = comm.broadcast_object(state)
     net = SmallCNN(info.channels, info.num_classes, info.ndim)
     net.load_state_dict(state["net"])
@@ -117,14 +118,13 @@ def _load(path: Path | None) -> dict | None:
 
 
 def _save(path: Path | None, state: dict) -> None:
-    """Best effort: an unwritable run directory only costs retraining next time."""
+    """A full disk or a read-only folder is a WriteFailed (exit 2), as for every file of the
+    run directory (docs/design.md, section 6)."""
     if path is None:
         return
-    try:
+    with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-    except OSError:
-        pass
+    atomic_write_file(path, lambda f: torch.save(state, f))
 
 
 def _read_training_set(

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hpcgan.comm import agree
 from hpcgan.comm.base import Comm
 from hpcgan.data.format import STAT_KEYS, DatasetInfo
 from hpcgan.data.holdout import Split
 from hpcgan.data.transforms import ConditionTransform, ValueTransform
 from hpcgan.errors import UserError
+from hpcgan.files import writing
 from hpcgan.metrics import classifier, features, memorisation, sources, stats, table, two_sample
 from hpcgan.metrics.by_condition import by_condition_of_rows
 from hpcgan.metrics.compare import compare, value_summary
@@ -238,8 +240,8 @@ class Evaluator:
             for b, raw, _labels in self.real.read(mine):
                 add(halves[b % 2], raw, (b // 2) * block, b * block)
         result = (halves[0].reduce(self.comm), halves[1].reduce(self.comm))
-        if self.comm.rank == 0 and path is not None:
-            _save_halves(path, result)
+        if path is not None:  # rank 0 writes; a full disk ends every rank (exit 2)
+            agree(self.comm, lambda: _save_halves(path, result) if self.comm.rank == 0 else None)
         return result
 
     # -- generated samples --------------------------------------------------------------
@@ -423,12 +425,11 @@ def _first(pair: tuple[int, torch.Tensor]) -> int:
 
 
 def _save_halves(path: Path, halves: tuple[stats.Totals, stats.Totals]) -> None:
-    """Best effort: an unwritable cache only costs recomputing next time."""
-    try:
+    """A full disk or a read-only folder is a WriteFailed (exit 2), as for every file of the
+    run directory (docs/design.md, section 6)."""
+    with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-        stats.save(path, {f"{i}:{k}": v for i, half in enumerate(halves) for k, v in half.items()})
-    except OSError:
-        pass
+    stats.save(path, {f"{i}:{k}": v for i, half in enumerate(halves) for k, v in half.items()})
 
 
 def _load_halves(path: Path | None) -> tuple[stats.Totals, stats.Totals] | None:

@@ -15,7 +15,7 @@ import torch
 
 from hpcgan import spectrum
 from hpcgan.comm.base import Comm
-from hpcgan.files import atomic_write
+from hpcgan.files import atomic_write_file
 from hpcgan.metrics import features as highlevel
 from hpcgan.metrics import histogram, minkowski
 
@@ -157,12 +157,7 @@ def merge(a: Totals, b: Totals) -> Totals:
 
 def save(path: Path, totals: Totals) -> None:
     """Write atomically (hpcgan.files): readers never see half a file."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **totals)
-
-    atomic_write(path, write)
+    atomic_write_file(path, lambda f: np.savez(f, **totals))
 
 
 def load(path: Path) -> Totals:
