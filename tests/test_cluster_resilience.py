@@ -22,6 +22,7 @@ from simcluster import kill_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 
+MPI_ERR_UNKNOWN = 14  # Open MPI's error class of an abort after a lost peer
 FAST = ("model.norm=none", "run.log_every=1", "run.sample_every=100000")
 START_S = 300  # bound on start-up alone (4 ranks importing torch on 2 busy cores)
 
@@ -217,8 +218,10 @@ def test_killed_rank_on_node2_ends_the_job(sim_cluster, digits16):
         _release(pids, str(run))
     print(f"kill -9 of a rank on node2: the job ended (exit {rc}) {took:.1f} s later")
     assert rc != 0 and took < 60, job.output[-3000:]
-    # As on one node (tests/test_resilience.py): mpirun ends the job with 128 + the signal.
-    assert rc == 128 + signal.SIGKILL, job.output[-3000:]
+    # As on one node (tests/test_resilience.py) mpirun ends the job with 128 + the signal, unless
+    # a peer on another node notices the closed socket first and aborts with MPI_ERR_UNKNOWN
+    # (14): a race between the two reports (docs/design.md, section 6).
+    assert rc in (128 + signal.SIGKILL, MPI_ERR_UNKNOWN), job.output[-3000:]
     _assert_nothing_left(sim_cluster, run, job)
 
 
